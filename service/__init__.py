@@ -1,0 +1,1 @@
+"""songnet's edges: storage, Spotify, scheduling and the command line. Calls `songnet_core`."""

@@ -1,0 +1,8 @@
+"""The `songnet` command line; see `app.py`. Importing this module registers every command."""
+
+from service.cli.app import app, main
+
+# Each module registers its commands on `app` when imported.
+from service.cli import library  # noqa: F401  isort: skip
+
+__all__ = ["app", "main"]

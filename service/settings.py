@@ -1,0 +1,148 @@
+"""songnet's configuration: every setting from `SONGNET_*` environment variables or `.env`.
+
+One class, `Settings`; each area of the service reads its fields from it. `load_settings`
+turns pydantic's validation errors into one `SettingsError` that lists every problem, which
+the CLI prints before exiting with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+import unicodedata
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(Exception):
+    """The configuration is invalid; the message lists every problem, one per line."""
+
+
+def slugify(name: str) -> str:
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")
+    return slug or "playlist"
+
+
+class PlaylistConfig(BaseModel):
+    """One configured playlist: seeds chosen by the listener, continued by the model."""
+
+    name: str = Field(min_length=1, max_length=100)
+    seeds: list[str] = Field(default_factory=list)
+    length: int = Field(default=30, ge=1, le=500)
+    id: str = ""
+    temperature: float = Field(default=1.0, gt=0.0, le=5.0)
+    exclude_recent_days: int = Field(default=0, ge=0)
+    public: bool = False
+
+    @model_validator(mode="after")
+    def _default_id(self) -> PlaylistConfig:
+        if not self.id:
+            self.id = slugify(self.name)
+        return self
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SONGNET_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    # Storage
+    data_dir: Path = Path("./data")
+    export_dir: Path = Path("./exports")
+
+    # Logging
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # Schedule (standard 5-field cron; 0 and 7 are Sunday) and the listener's zone
+    schedule: str = "0 6 * * 1"
+    timezone: str = ""  # empty: the system's zone
+
+    # Playlists: a JSON list here, or a JSON/TOML file holding the same list
+    playlists: list[PlaylistConfig] = Field(default_factory=list)
+    playlists_file: Path | None = None
+
+    # Sessions and training
+    min_play_ms: int = Field(default=30_000, ge=0)
+    session_gap_minutes: float = Field(default=30.0, gt=0)
+    retrain_min_new_plays: int = Field(default=500, ge=1)
+
+    # Spotify
+    spotify_client_id: str | None = None
+    spotify_client_secret: str | None = None
+    spotify_redirect_uri: str = "http://127.0.0.1:8888/callback"
+    spotify_api_url: str = "https://api.spotify.com/v1/"
+    spotify_accounts_url: str = "https://accounts.spotify.com/"
+    spotify_retry_cap_seconds: float = Field(default=60.0, gt=0)
+    spotify_timeout_seconds: float = Field(default=15.0, gt=0)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        if value:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _load_playlists_file(self) -> Settings:
+        if self.playlists_file is not None:
+            if self.playlists:
+                raise ValueError("set SONGNET_PLAYLISTS or SONGNET_PLAYLISTS_FILE, not both")
+            self.playlists = _read_playlists_file(self.playlists_file)
+        ids = [p.id for p in self.playlists]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"playlist ids must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    @property
+    def spotify_configured(self) -> bool:
+        return bool(self.spotify_client_id and self.spotify_client_secret)
+
+
+def _read_playlists_file(path: Path) -> list[PlaylistConfig]:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read playlists file {path}: {exc.strerror}") from exc
+    data: Any
+    try:
+        if path.suffix.lower() == ".toml":
+            data = tomllib.loads(raw.decode("utf-8")).get("playlists", [])
+        else:
+            data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"playlists file {path} is not valid JSON/TOML: {exc}") from exc
+    if not isinstance(data, list):
+        raise ValueError(f"playlists file {path} must hold a list of playlists")
+    return [PlaylistConfig.model_validate(item) for item in data]
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(part) for part in err["loc"])
+        where = f"SONGNET_{loc.split('.')[0].upper()}" + (f" ({loc})" if "." in loc else "") if loc else "settings"
+        lines.append(f"  - {where}: {err['msg']}")
+    return "invalid settings:\n" + "\n".join(lines)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment and `.env`, with `overrides` (e.g. CLI options) on top."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise SettingsError(format_validation_error(exc)) from None
