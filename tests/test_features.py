@@ -1,0 +1,123 @@
+"""The feature cache: per-track features from plays, the feature matrix, the audio CSV."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from songnet_core.features import (
+    AUDIO_COLUMNS,
+    FEATURE_DIM,
+    FEATURE_NAMES,
+    MIN_FULL_LENGTH_MS,
+    compute_track_features,
+    feature_matrix,
+    local_hours,
+)
+from songnet_core.history import Listen
+
+
+def ts(text: str) -> int:
+    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp())
+
+
+def listen(pid: int, track: int, end: int, ms: int, skipped: bool | None = None) -> Listen:
+    return Listen(play_id=pid, track_id=track, artist_id=track * 10, end_ts=end, ms_played=ms, skipped=skipped)
+
+
+def test_counts_skips_completion_and_span() -> None:
+    plays = [
+        listen(1, 1, ts("2024-01-01T10:00:00"), 200_000),
+        listen(2, 1, ts("2024-01-02T10:00:00"), 100_000),
+        listen(3, 1, ts("2024-01-03T10:00:00"), 10_000),  # no flag, short: a skip
+        listen(4, 2, ts("2024-01-01T11:00:00"), 240_000, skipped=True),  # the export says skipped
+        listen(5, 2, ts("2024-01-05T11:00:00"), 5_000, skipped=False),  # the export says not
+    ]
+    f = compute_track_features(plays)
+    assert set(f) == {1, 2}
+    assert f[1].play_count == 3
+    assert math.isclose(f[1].skip_rate, 1 / 3)
+    # Full length estimated from the longest play (fewer than 20 plays): 200 s.
+    assert math.isclose(f[1].mean_completion, (1.0 + 0.5 + 0.05) / 3)
+    assert f[1].first_ts == ts("2024-01-01T10:00:00")
+    assert f[1].last_ts == ts("2024-01-03T10:00:00")
+    assert math.isclose(f[2].skip_rate, 0.5)
+    assert f[2].first_ts == ts("2024-01-01T11:00:00")
+
+
+def test_only_skipped_track_does_not_look_fully_played() -> None:
+    f = compute_track_features([listen(1, 7, ts("2024-01-01T10:00:00"), 9_000)])
+    assert math.isclose(f[7].mean_completion, 9_000 / MIN_FULL_LENGTH_MS)
+
+
+def test_full_length_ignores_a_rare_overlong_play() -> None:
+    plays = [listen(i, 3, ts("2024-01-01T10:00:00") + i * 600, 180_000) for i in range(39)]
+    plays.append(listen(99, 3, ts("2024-02-01T10:00:00"), 3_600_000))  # paused for an hour
+    f = compute_track_features(plays)
+    assert f[3].mean_completion > 0.95
+
+
+def test_hour_profile_uses_the_zone_and_the_start_of_the_play() -> None:
+    berlin = ZoneInfo("Europe/Berlin")
+    plays = [
+        listen(1, 1, ts("2024-07-01T12:02:00"), 240_000),  # started 11:58 UTC = 13:58 CEST
+        listen(2, 1, ts("2024-01-10T12:30:00"), 60_000),  # 12:29 UTC = 13:29 CET
+        listen(3, 1, ts("2024-01-10T23:30:00"), 60_000),  # 00:29 next day CET
+    ]
+    profile = compute_track_features(plays, tz=berlin)[1].hour_profile
+    assert len(profile) == 24
+    assert math.isclose(profile[13], 2 / 3)
+    assert math.isclose(profile[0], 1 / 3)
+    assert math.isclose(sum(profile), 1.0)
+    utc_profile = compute_track_features(plays)[1].hour_profile
+    assert math.isclose(utc_profile[11], 1 / 3) and math.isclose(utc_profile[12], 1 / 3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    stamps=st.lists(st.integers(min_value=0, max_value=2_000_000_000), min_size=1, max_size=40),
+    zone=st.sampled_from(["UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kathmandu"]),
+)
+def test_local_hours_match_datetime(stamps: list[int], zone: str) -> None:
+    tz = ZoneInfo(zone)
+    got = local_hours(np.asarray(stamps, dtype=np.int64), tz)
+    assert got.tolist() == [datetime.fromtimestamp(s, tz).hour for s in stamps]
+
+
+def test_matrix_rows_are_bounded_and_missing_values_filled() -> None:
+    plays = [listen(i, 1 + i % 3, ts("2024-01-01T10:00:00") + i * 3600, 150_000 + i) for i in range(30)]
+    f = compute_track_features(plays)
+    audio = {
+        1: {"danceability": 0.8, "tempo": 128.0, "loudness": -5.0, "energy": float("nan")},
+        2: {name: 0.5 for name in AUDIO_COLUMNS},
+    }
+    ids = [1, 2, 3, 404]  # 404 was never played and has no audio features
+    m = feature_matrix(ids, f, audio)
+    assert m.shape == (4, FEATURE_DIM) == (4, len(FEATURE_NAMES))
+    assert m.dtype == np.float32
+    assert np.isfinite(m).all() and (m >= 0).all() and (m <= 1).all()
+    col = {name: i for i, name in enumerate(FEATURE_NAMES)}
+    assert m[:3, col["has_history"]].tolist() == [1, 1, 1]
+    assert m[3, col["has_history"]] == 0 and m[3, col["log_play_count"]] == 0
+    assert math.isclose(m[0, col["audio_coverage"]], 3 / len(AUDIO_COLUMNS), rel_tol=1e-6)
+    assert m[1, col["audio_coverage"]] == 1.0 and m[2, col["audio_coverage"]] == 0.0
+    assert math.isclose(m[0, col["danceability"]], 0.8, rel_tol=1e-6)
+    assert math.isclose(m[0, col["tempo"]], 128 / 250, rel_tol=1e-6)
+    assert math.isclose(m[0, col["loudness"]], 55 / 60, rel_tol=1e-6)
+    # The most recent track is fully recent; hour shares sum to one.
+    assert m[:3, col["recency"]].max() == 1.0
+    hours = [col[f"hour_{h:02d}"] for h in range(24)]
+    assert np.allclose(m[:3, hours].sum(axis=1), 1.0)
+
+
+def test_matrix_row_does_not_depend_on_the_batch() -> None:
+    plays = [listen(i, 1 + i % 5, ts("2024-03-01T08:00:00") + i * 999, 100_000 + 1000 * i) for i in range(50)]
+    f = compute_track_features(plays)
+    whole = feature_matrix([1, 2, 3, 4, 5], f)
+    alone = feature_matrix([4], f)
+    assert np.array_equal(whole[3], alone[0])
