@@ -81,6 +81,10 @@ class PlayRow(SQLModel, table=True):
     reason_end: str | None = None
     shuffle: bool | None = None
     file_id: int | None = Field(default=None, foreign_key="imported_file.id")
+    # The account-data record this (extended) play absorbed, if any: an account export of the
+    # same listening imported before or after is then recognised as already stored.
+    account_end_ts: int | None = None
+    account_ms_played: int | None = None
 
 
 class TrackFeatures(SQLModel, table=True):
