@@ -94,7 +94,7 @@ def test_matrix_rows_are_bounded_and_missing_values_filled() -> None:
     f = compute_track_features(plays)
     audio = {
         1: {"danceability": 0.8, "tempo": 128.0, "loudness": -5.0, "energy": float("nan")},
-        2: {name: 0.5 for name in AUDIO_COLUMNS},
+        2: dict.fromkeys(AUDIO_COLUMNS, 0.5),
     }
     ids = [1, 2, 3, 404]  # 404 was never played and has no audio features
     m = feature_matrix(ids, f, audio)
