@@ -11,8 +11,10 @@ import json
 import re
 import tomllib
 import unicodedata
+from datetime import tzinfo
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -84,6 +86,15 @@ class Settings(BaseSettings):
     spotify_retry_cap_seconds: float = Field(default=60.0, gt=0)
     spotify_timeout_seconds: float = Field(default=15.0, gt=0)
 
+    # Daemon (`songnet run`)
+    watch_interval_seconds: float = Field(default=30.0, gt=0)
+    watch_stable_seconds: float = Field(default=10.0, ge=0)  # unchanged this long before import
+    retrain_debounce_seconds: float = Field(default=60.0, ge=0)  # files dropped together train once
+    retrain_lead_minutes: int = Field(default=60, ge=0)  # periodic retrain before each run; 0: off
+    heartbeat_interval_seconds: float = Field(default=30.0, gt=0)
+    job_stuck_minutes: float = Field(default=360.0, gt=0)  # `health` fails past this
+    lock_wait_seconds: float = Field(default=30.0, ge=0)  # CLI writers wait this long for the daemon
+
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
@@ -96,6 +107,16 @@ class Settings(BaseSettings):
                 raise ValueError(f"unknown time zone {value!r}") from exc
         return value
 
+    @field_validator("schedule")
+    @classmethod
+    def _valid_schedule(cls, value: str) -> str:
+        from service.cron import CronError, validate_crontab
+
+        try:
+            return validate_crontab(value)
+        except CronError as exc:
+            raise ValueError(f"not a valid cron schedule: {exc}") from None
+
     @model_validator(mode="after")
     def _load_playlists_file(self) -> Settings:
         if self.playlists_file is not None:
@@ -107,6 +128,15 @@ class Settings(BaseSettings):
         if dupes:
             raise ValueError(f"playlist ids must be unique; repeated: {', '.join(dupes)}")
         return self
+
+    @property
+    def zone(self) -> tzinfo:
+        """The listener's time zone: `timezone`, or the system's (UTC in containers)."""
+        if self.timezone:
+            return ZoneInfo(self.timezone)
+        import tzlocal
+
+        return tzlocal.get_localzone()
 
     @property
     def spotify_configured(self) -> bool:
