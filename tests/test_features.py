@@ -121,3 +121,119 @@ def test_matrix_row_does_not_depend_on_the_batch() -> None:
     whole = feature_matrix([1, 2, 3, 4, 5], f)
     alone = feature_matrix([4], f)
     assert np.array_equal(whole[3], alone[0])
+
+
+# --- The SQLite cache: audio-features CSV and the combined matrix ---------------------------
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+from sqlalchemy import Engine  # noqa: E402
+
+from service import tables  # noqa: E402
+from service.db import open_database, session_scope  # noqa: E402
+from service.features import (  # noqa: E402
+    AudioCsvError,
+    import_audio_features_csv,
+    load_audio_features,
+    load_feature_matrix,
+    normalise_track_uri,
+)
+
+ID1, ID2, ID3 = "4uLU6hMCjMI75M1A2tKUQC", "7GhIk7Il098yCjg4BQjzvb", "0VjIjW4GlUZAMYd2vXMi3b"
+
+
+@pytest.fixture
+def library_db(tmp_path: Path) -> Engine:
+    """Two tracks: one with a preferred URI, one known by an alias URI only."""
+    engine = open_database(tmp_path / "data")
+    with session_scope(engine) as s:
+        s.add(tables.Artist(id=1, key="a", name="A"))
+        s.add(tables.Track(id=1, key="a\x1fone", artist_id=1, title="One", uri=f"spotify:track:{ID1}"))
+        s.add(tables.Track(id=2, key="a\x1ftwo", artist_id=1, title="Two"))
+        s.add(tables.Track(id=3, key="a\x1fthree", artist_id=1, title="Three"))
+        s.flush()
+        s.add(tables.TrackUri(uri=f"spotify:track:{ID1}", track_id=1))
+        s.add(tables.TrackUri(uri=f"spotify:track:{ID2}", track_id=2))
+    return engine
+
+
+def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def test_track_ids_in_every_spelling() -> None:
+    assert normalise_track_uri(ID1) == f"spotify:track:{ID1}"
+    assert normalise_track_uri(f" spotify:track:{ID1} ") == f"spotify:track:{ID1}"
+    assert normalise_track_uri(f"https://open.spotify.com/track/{ID1}?si=x") == f"spotify:track:{ID1}"
+    assert normalise_track_uri("spotify:album:" + ID1) is None
+    assert normalise_track_uri("not an id") is None
+
+
+def test_kaggle_csv_rows_stored_and_bad_rows_counted(library_db: Engine, tmp_path: Path) -> None:
+    csv_path = write(
+        tmp_path / "tracks.csv",
+        "id,name,danceability,energy,valence,tempo,loudness,duration_ms\n"
+        f"{ID1},One,0.8,0.7,0.6,120.5,-5.2,200000\n"
+        f"{ID2},Two,0.1,nan,,90,-12,180000\n"  # nan and empty: those values left out
+        f"{ID3},Three,0.5,0.5,0.5,100,-8,1\n"  # not in the library: stored all the same
+        ",No id,0.5,0.5,0.5,100,-8,1\n"
+        "garbage,Bad id,0.5,0.5,0.5,100,-8,1\n"
+        f"{ID3},Text,high,low,mid,fast,loud,long\n"  # no usable audio value
+        f"{ID2},Broken,0.1,0.2,0.3,90,-12,180000,surplus\n"
+        f"{ID1},One again,0.9,0.7,0.6,120.5,-5.2,200000\n",  # a later duplicate wins
+    )
+    report = import_audio_features_csv(library_db, csv_path)
+    assert report.rows == 8
+    assert report.bad_rows == {"no track id": 2, "no audio values": 1, "extra fields": 1}
+    assert report.duplicates == 1
+    assert report.stored == 3
+    assert report.rows == report.stored + report.duplicates + sum(report.bad_rows.values())
+    assert report.columns == ["danceability", "energy", "valence", "tempo", "loudness"]
+    assert report.matched_tracks == 2  # track 1 by its URI, track 2 by an alias
+    audio = load_audio_features(library_db)
+    assert audio[1]["danceability"] == 0.9 and audio[1]["duration_ms"] == 200000
+    assert "energy" not in audio[2] and "valence" not in audio[2] and audio[2]["tempo"] == 90
+    m = load_feature_matrix(library_db, [1, 2, 3])
+    col = {name: i for i, name in enumerate(FEATURE_NAMES)}
+    assert math.isclose(m[0, col["danceability"]], 0.9, rel_tol=1e-6)
+    assert math.isclose(m[1, col["audio_coverage"]], 3 / len(AUDIO_COLUMNS), rel_tol=1e-6)
+    assert m[2, col["audio_coverage"]] == 0.0 and m[2, col["has_history"]] == 0.0
+    assert np.isfinite(m).all()
+    # Importing again changes nothing.
+    again = import_audio_features_csv(library_db, csv_path)
+    assert again.stored == 3 and load_audio_features(library_db) == audio
+
+
+def test_uri_column_and_semicolons(library_db: Engine, tmp_path: Path) -> None:
+    path = write(tmp_path / "f.csv", f"\ufeffTrack_URI;Energy;Speechiness\nspotify:track:{ID2};0,5;0.04\n")
+    report = import_audio_features_csv(library_db, path)
+    # "0,5" is not a number; speechiness still makes the row usable.
+    assert report.stored == 1 and report.bad_rows == {}
+    assert load_audio_features(library_db)[2] == {"speechiness": 0.04}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "empty"),
+        ("name,artist\nx,y\n", "no track column"),
+        ("id,name,artist\nx,y,z\n", "none of the audio feature columns"),
+    ],
+)
+def test_unusable_files_fail_with_a_reason_and_store_nothing(
+    library_db: Engine, tmp_path: Path, content: str, message: str
+) -> None:
+    with pytest.raises(AudioCsvError, match=message):
+        import_audio_features_csv(library_db, write(tmp_path / "x.csv", content))
+    assert load_audio_features(library_db) == {}
+
+
+def test_non_utf8_and_missing_files(library_db: Engine, tmp_path: Path) -> None:
+    latin = write(tmp_path / "latin.csv", f"id,danceability,name\n{ID1},0.5,Beyoncé\n", "latin-1")
+    with pytest.raises(AudioCsvError, match="UTF-8"):
+        import_audio_features_csv(library_db, latin)
+    with pytest.raises(AudioCsvError, match="cannot read"):
+        import_audio_features_csv(library_db, tmp_path / "missing.csv")
+    assert load_audio_features(library_db) == {}
