@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     spotify_accounts_url: str = "https://accounts.spotify.com/"
     spotify_retry_cap_seconds: float = Field(default=60.0, gt=0)
     spotify_timeout_seconds: float = Field(default=15.0, gt=0)
+    spotify_max_attempts: int = Field(default=8, ge=1)  # per request, the first one included
+    spotify_retry_budget_seconds: float = Field(default=300.0, gt=0)  # per request, waits included
+    spotify_resolve_miss_retry_days: float = Field(default=30.0, ge=0)  # search again after a miss
 
     # Daemon (`songnet run`)
     watch_interval_seconds: float = Field(default=30.0, gt=0)

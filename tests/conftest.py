@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+# The `fake_spotify` fixture (a fake Spotify Web API on 127.0.0.1) for every test module.
+pytest_plugins = ["tests.fake_spotify"]
+
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO.parent / "shared" / "corpus"
 CORPUS_NAMES = [
