@@ -237,3 +237,29 @@ def test_non_utf8_and_missing_files(library_db: Engine, tmp_path: Path) -> None:
     with pytest.raises(AudioCsvError, match="cannot read"):
         import_audio_features_csv(library_db, tmp_path / "missing.csv")
     assert load_audio_features(library_db) == {}
+
+
+def test_recompute_features_from_the_stored_history(tmp_path: Path) -> None:
+    from service.features import load_track_features, recompute_features
+    from service.library import load_listens
+    from songnet_core.synthetic import SyntheticConfig, generate_plays
+    from tests.library_rows import store_plays
+
+    engine = open_database(tmp_path / "data")
+    plays = generate_plays(SyntheticConfig(n_plays=3000, n_artists=40, n_clusters=4, seed=3))
+    store_plays(engine, plays)
+    berlin = ZoneInfo("Europe/Berlin")
+    n = recompute_features(engine, tz=berlin, now=123)
+    cached = load_track_features(engine)
+    expected = compute_track_features(load_listens(engine), tz=berlin)
+    assert n == len(cached) == len(expected) == len({p.key for p in plays})
+    assert sum(f.play_count for f in cached.values()) == len(plays)
+    some = next(iter(expected))
+    assert cached[some].play_count == expected[some].play_count
+    assert np.allclose(cached[some].hour_profile, expected[some].hour_profile, atol=1e-5)
+    # Recomputing replaces the cache rather than adding to it.
+    assert recompute_features(engine, tz=berlin) == n
+    assert len(load_track_features(engine)) == n
+    m = load_feature_matrix(engine, sorted(cached))
+    assert m.shape == (n, FEATURE_DIM) and np.isfinite(m).all()
+    assert m[:, FEATURE_NAMES.index("recency")].max() == 1.0
