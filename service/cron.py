@@ -91,7 +91,10 @@ class CronSchedule:
         day = _join(self.days, _DAY)
         if self.day_restricted and self.weekday_restricted:
             return OrTrigger(
-                [CronTrigger(day=day, day_of_week="*", **common), CronTrigger(day="*", day_of_week=weekday, **common)]
+                [
+                    CronTrigger(day=day, day_of_week="*", **common),
+                    CronTrigger(day="*", day_of_week=weekday, **common),
+                ]
             )
         return CronTrigger(day=day, day_of_week=weekday, **common)
 
@@ -177,7 +180,9 @@ def _value(token: str, field: _Field, text: str) -> int:
     else:
         raise CronError(f"{field.name} field {text!r}: {token!r} is not a number or name")
     if not field.low <= number <= field.high:
-        raise CronError(f"{field.name} field {text!r}: {number} is outside {field.low}-{field.high}")
+        raise CronError(
+            f"{field.name} field {text!r}: {number} is outside {field.low}-{field.high}"
+        )
     return number
 
 

@@ -166,7 +166,9 @@ def write_lock(
     sleep: Callable[[float], object] = time.sleep,
 ) -> Iterator[FileLock]:
     """Hold the data directory's write lock for the block (`LockBusyError` when it stays busy)."""
-    lock = acquire_write_lock(data_dir, purpose, wait_seconds=wait_seconds, clock=clock, sleep=sleep)
+    lock = acquire_write_lock(
+        data_dir, purpose, wait_seconds=wait_seconds, clock=clock, sleep=sleep
+    )
     try:
         yield lock
     finally:

@@ -82,7 +82,10 @@ def test_schedule_follows_the_time_zone_across_dst() -> None:
 
 
 def test_macros_and_seconds_field() -> None:
-    assert fire_times("@weekly", SUNDAY + timedelta(hours=1), 1)[0].strftime("%A %H:%M") == "Sunday 00:00"
+    assert (
+        fire_times("@weekly", SUNDAY + timedelta(hours=1), 1)[0].strftime("%A %H:%M")
+        == "Sunday 00:00"
+    )
     times = fire_times("*/5 * * * * *", SUNDAY, 3)
     assert [(t - SUNDAY).total_seconds() for t in times] == [0, 5, 10]
 
@@ -138,7 +141,9 @@ def test_trigger_fires_exactly_when_cron_matches(fields: tuple[str, ...], month:
         for hour in range(24):
             at_hour = day.replace(hour=hour)
             if schedule.matches(at_hour.replace(minute=min(schedule.minutes))):
-                expected.extend(m for m in (at_hour.replace(minute=x) for x in range(60)) if schedule.matches(m))
+                expected.extend(
+                    m for m in (at_hour.replace(minute=x) for x in range(60)) if schedule.matches(m)
+                )
         day += timedelta(days=1)
     got: list[datetime] = []
     previous = None

@@ -74,7 +74,9 @@ def test_write_lock_names_the_daemon_when_it_is_the_writer(tmp_path: Path) -> No
     clock = FakeClock()
     try:
         with (
-            pytest.raises(LockBusyError, match=r"cannot sync: .* the songnet daemon \(pid \d+, songnet run\)") as exc,
+            pytest.raises(
+                LockBusyError, match=r"cannot sync: .* the songnet daemon \(pid \d+, songnet run\)"
+            ) as exc,
             write_lock(tmp_path, "sync", wait_seconds=2, clock=clock, sleep=clock.sleep),
         ):
             pass
@@ -89,7 +91,9 @@ def test_write_lock_names_the_daemon_when_it_is_the_writer(tmp_path: Path) -> No
     assert not lock.held
 
 
-def test_cli_write_lock_exits_1_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_write_lock_exits_1_with_a_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     holder = FileLock(write_lock_file(tmp_path), "songnet import")
     holder.acquire()
     try:
@@ -108,7 +112,9 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
         "import sys, time; from pathlib import Path; from service.lock import daemon_lock\n"
         "lock = daemon_lock(Path(sys.argv[1])); lock.acquire(); print('held', flush=True); time.sleep(60)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "held"

@@ -1,0 +1,197 @@
+"""Commands of the long-running service: `run`, `status`, `health`."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import structlog
+import typer
+from rich.table import Table
+
+from service.cli.app import app, err_console, settings
+from service.daemon import Daemon
+from service.db import DatabaseError, open_database
+from service.lock import daemon_lock
+from service.settings import Settings
+from service.sinks import playlists_dir
+from service.status import check_health, collect_status
+from service.watch import candidate_files
+
+log = structlog.get_logger(__name__)
+
+DEMO_FOLDER = "songnet-demo-export"
+DEMO_PLAYS = 6_000
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    once: Annotated[
+        bool,
+        typer.Option(
+            "--once", help="One full cycle (import, train if needed, generate, write), then exit."
+        ),
+    ] = False,
+    demo: Annotated[
+        bool,
+        typer.Option("--demo", help="First put a synthetic export into an empty export folder."),
+    ] = False,
+) -> None:
+    """Run songnet: import exports dropped into the export folder, retrain, write weekly playlists."""
+    s = settings(ctx)
+    lock = daemon_lock(s.data_dir, "songnet run --once" if once else "songnet run")
+    if not lock.try_acquire():
+        from service.lock import read_holder
+
+        holder = read_holder(lock.path) or "another process"
+        typer.echo(
+            f"error: songnet is already running on {s.data_dir} ({holder}); "
+            "one daemon per data directory: stop that one first, or use another --data-dir",
+            err=True,
+        )
+        raise typer.Exit(1)
+    try:
+        if demo:
+            put_demo_export(s.export_dir)
+        try:
+            engine = open_database(s.data_dir)
+        except DatabaseError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        daemon = Daemon(s, engine)
+        if once:
+            daemon.install_signal_handlers()
+            code = daemon.run_once()
+            engine.dispose()
+            if code in (0, 3):
+                err_console.print(
+                    f"playlists written to {playlists_dir(s.data_dir)}", highlight=False
+                )
+            raise typer.Exit(code)
+        clean = daemon.run_forever()
+    finally:
+        lock.release()
+    if not clean:
+        # The step still running is cut off; every write is a transaction, so that is safe.
+        sys.stderr.flush()
+        os._exit(0)
+
+
+def put_demo_export(export_dir: Path, *, n_plays: int = DEMO_PLAYS, seed: int = 7) -> Path | None:
+    """A synthetic extended export in `export_dir`, if that holds no export yet."""
+    if candidate_files(export_dir):
+        log.info("export folder not empty; --demo adds nothing", export_dir=str(export_dir))
+        return None
+    from songnet_core.synthetic import SyntheticConfig, generate_plays, write_extended_export
+
+    target = export_dir / DEMO_FOLDER
+    staging = export_dir / f".{DEMO_FOLDER}.tmp"  # hidden: the watch ignores it until renamed
+    plays = generate_plays(SyntheticConfig(n_plays=n_plays, seed=seed))
+    write_extended_export(plays, staging, seed=seed)
+    staging.rename(target)
+    log.info("demo export written", folder=str(target), plays=len(plays))
+    return target
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The daemon's state: last imports, the model, next runs, each playlist's last sync."""
+    s = settings(ctx)
+    try:
+        engine = open_database(s.data_dir)
+    except DatabaseError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    report = collect_status(engine, s, now=time.time())
+    engine.dispose()
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    _print_status(report, s)
+
+
+@app.command()
+def health(ctx: typer.Context) -> None:
+    """Exit 0 when the daemon's heartbeat is fresh and no job is stuck, 1 otherwise."""
+    s = settings(ctx)
+    try:
+        engine = open_database(s.data_dir)
+    except DatabaseError as exc:
+        typer.echo(f"unhealthy: {exc}", err=True)
+        raise typer.Exit(1) from None
+    result = check_health(engine, s, now=time.time())
+    engine.dispose()
+    typer.echo(("healthy: " if result.ok else "unhealthy: ") + result.reason, err=True)
+    raise typer.Exit(0 if result.ok else 1)
+
+
+def _print_status(report: dict[str, Any], s: Settings) -> None:
+    con = err_console
+    d = report["daemon"]
+    con.print(f"[bold]daemon[/]: {'running' if d['running'] else 'not running'} — {d['health']}")
+    sched = report["schedule"]
+    con.print(
+        f"schedule: {sched['cron']} ({sched['timezone']}), next weekly run {sched['next_weekly_run']}",
+        highlight=False,
+    )
+    con.print(f"plays: {report['plays']}", highlight=False)
+    model = report["model"]
+    if model is None:
+        con.print("model: none yet")
+    else:
+        metrics = ", ".join(
+            f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+            for k, v in (model["metrics"] or {}).items()
+            if not isinstance(v, dict | list)
+        )
+        con.print(
+            f"model: version {model['version']} of {model['created_at']} ({metrics})",
+            highlight=False,
+        )
+    if report["jobs"]:
+        table = Table("job", "next run", title="jobs")
+        for job, at in report["jobs"].items():
+            table.add_row(job, at or "-")
+        con.print(table)
+    if report["imports"]:
+        table = Table(
+            "file", "status", "imported", "duplicates", "at", "error", title="last imports"
+        )
+        for f in report["imports"]:
+            table.add_row(
+                Path(f["path"]).name,
+                f["status"],
+                str(f["imported"]),
+                str(f["duplicates"]),
+                f["at"] or "-",
+                f["error"] or "",
+            )
+        con.print(table)
+    if report["playlists"]:
+        table = Table("playlist", "generated", "synced", "state", title="playlists")
+        for p in report["playlists"]:
+            state = p["last_error"] or (
+                "deferred until " + p["deferred_until"] if p["deferred_until"] else "ok"
+            )
+            if p["removed_from_config"]:
+                state = "removed from the configuration; left alone in Spotify"
+            table.add_row(
+                p["name"], p["last_generated_at"] or "-", p["last_synced_at"] or "-", state
+            )
+        con.print(table)
+    spotify = report["spotify"]
+    if not spotify["configured"]:
+        con.print(
+            f"spotify: sync off (no client id/secret); playlists are files in {playlists_dir(s.data_dir)}",
+            highlight=False,
+        )
+    elif spotify["sign_in"]:
+        con.print(f"spotify: {spotify['sign_in']}", highlight=False)

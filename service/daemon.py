@@ -1,0 +1,483 @@
+"""`songnet run`: the scheduler, its jobs, catching up, and a clean shutdown.
+
+One APScheduler `BackgroundScheduler` with two executors:
+
+- `worker`, ONE thread, for everything that touches the database or the model — the folder
+  watch (import), retraining, the weekly playlists, deferred syncs. `max_instances=1` alone
+  only stops two copies of the same job; one thread stops an import from running beside a
+  training.
+- `heartbeat`, its own thread, so that a long training does not look like a hang.
+
+`job_defaults`: `coalesce=True` (a backlog of missed runs runs once) and a misfire grace of
+hours (APScheduler's default of one second silently drops a weekly run missed by a reboot).
+The job store is in memory; songnet's own `run_record` table is what says whether a weekly
+run happened, so at start-up a scheduled time that passed without a run is caught up once
+(re-adding a job would only reset its next run time).
+
+Jobs: the folder watch (interval polling), a debounced retrain after imports that added at
+least `retrain_min_new_plays` plays, a periodic retrain `retrain_lead_minutes` before each
+weekly run, the weekly run on `SONGNET_SCHEDULE` (standard cron, in `SONGNET_TIMEZONE`), and
+the heartbeat. When the first model is promoted and no playlist was ever generated, the
+playlists are generated at once. A Spotify deferral schedules that playlist's sync for the
+time Spotify named.
+
+Shutdown (SIGTERM/SIGINT): the stop event is set, scheduling stops, the running step finishes
+or stops at its next check (training at a batch boundary, without promoting), the database is
+closed. Time is injected (`clock`) for everything songnet decides itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, tzinfo
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import structlog
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.date import DateTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import Engine
+
+from service import kv
+from service.cron import parse_crontab
+from service.jobs import DEFERRED, FAILED, JobRun, Jobs
+from service.settings import Settings
+from service.watch import ExportWatcher
+
+log = structlog.get_logger(__name__)
+
+WORKER = "worker"
+HEARTBEAT_EXECUTOR = "heartbeat"
+
+JOB_WATCH = "watch-exports"
+JOB_RETRAIN = "retrain-after-import"
+JOB_PERIODIC_RETRAIN = "retrain-before-weekly"
+JOB_WEEKLY = "weekly-playlists"
+JOB_HEARTBEAT = "heartbeat"
+JOB_START_UP = "start-up-checks"
+SYNC_RETRY_PREFIX = "sync-retry:"
+
+MISFIRE_GRACE_SECONDS = 12 * 3600
+SHUTDOWN_GRACE_SECONDS = 8.0  # the running step gets this long; the process exits within 10 s
+
+REASON_IMPORT = "new plays imported"
+REASON_PERIODIC = "before the weekly run"
+REASON_START_UP = "untrained plays at start-up"
+
+
+class LeadTrigger(BaseTrigger):  # type: ignore[misc]
+    """Fires `lead` before each fire time of `trigger` (the retrain before the weekly run)."""
+
+    def __init__(self, trigger: BaseTrigger, lead: timedelta) -> None:
+        self.trigger = trigger
+        self.lead = lead
+
+    def get_next_fire_time(
+        self, previous_fire_time: datetime | None, now: datetime
+    ) -> datetime | None:
+        shifted_previous = _shift(previous_fire_time, self.lead) if previous_fire_time else None
+        upcoming = self.trigger.get_next_fire_time(shifted_previous, _shift(now, self.lead))
+        return None if upcoming is None else _shift(upcoming, -self.lead)
+
+    def __str__(self) -> str:
+        return f"{self.trigger} minus {self.lead}"
+
+
+def _shift(moment: datetime, delta: timedelta) -> datetime:
+    # In UTC, so that a lead across a DST change is still the real duration.
+    assert moment.tzinfo is not None
+    return (moment.astimezone(UTC) + delta).astimezone(moment.tzinfo)
+
+
+class _SchedulerLogBridge(logging.Handler):
+    """APScheduler logs through stdlib logging; its lines go to structlog like ours."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        level = record.levelno
+        if "maximum number of running instances reached" in message:
+            # Expected with one worker: the watch waits while a training runs.
+            level = logging.DEBUG
+        structlog.get_logger(record.name).log(level, message, logger=record.name)
+
+
+def bridge_scheduler_logs() -> None:
+    logger = logging.getLogger("apscheduler")
+    if not any(isinstance(h, _SchedulerLogBridge) for h in logger.handlers):
+        logger.addHandler(_SchedulerLogBridge())
+    # Its INFO lines ("Running job …") repeat every few seconds; our jobs log their own.
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        *,
+        clock: Callable[[], float] = time.time,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.clock = clock
+        self.stop = stop or threading.Event()
+        self.zone: tzinfo = settings.zone
+        self.schedule = parse_crontab(settings.schedule)
+        self.weekly_trigger = self.schedule.trigger(self.zone)
+        self.jobs = Jobs(settings, engine, stop=self.stop, clock=clock)
+        handled = kv.get_json(engine, kv.WATCHED_FILES) or {}
+        self.watcher = ExportWatcher(
+            settings.export_dir,
+            settings.watch_stable_seconds,
+            handled={k: (int(v[0]), int(v[1])) for k, v in handled.items()},
+            clock=clock,
+        )
+        self.scheduler = self._build_scheduler()
+
+    # -- scheduling ------------------------------------------------------------------------
+
+    def _build_scheduler(self) -> BackgroundScheduler:
+        return BackgroundScheduler(
+            executors={WORKER: ThreadPoolExecutor(1), HEARTBEAT_EXECUTOR: ThreadPoolExecutor(1)},
+            job_defaults={
+                "coalesce": True,
+                "misfire_grace_time": MISFIRE_GRACE_SECONDS,
+                "max_instances": 1,
+            },
+            timezone=self.zone,
+        )
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), self.zone)
+
+    def add_jobs(self) -> None:
+        s = self.settings
+        now = self._now()
+        add = self.scheduler.add_job
+        add(
+            self.start_up_checks,
+            DateTrigger(now),
+            id=JOB_START_UP,
+            executor=WORKER,
+            replace_existing=True,
+        )
+        add(
+            self.watch_exports,
+            IntervalTrigger(seconds=s.watch_interval_seconds, timezone=self.zone),
+            id=JOB_WATCH,
+            executor=WORKER,
+            next_run_time=now,
+            replace_existing=True,
+        )
+        add(
+            self.weekly_run,
+            self.weekly_trigger,
+            id=JOB_WEEKLY,
+            executor=WORKER,
+            replace_existing=True,
+        )
+        if s.retrain_lead_minutes > 0:
+            add(
+                self.retrain,
+                LeadTrigger(self.weekly_trigger, timedelta(minutes=s.retrain_lead_minutes)),
+                args=[REASON_PERIODIC],
+                id=JOB_PERIODIC_RETRAIN,
+                executor=WORKER,
+                replace_existing=True,
+            )
+        add(
+            self.heartbeat,
+            IntervalTrigger(seconds=s.heartbeat_interval_seconds, timezone=self.zone),
+            id=JOB_HEARTBEAT,
+            executor=HEARTBEAT_EXECUTOR,
+            next_run_time=now,
+            replace_existing=True,
+        )
+
+    def next_runs(self) -> dict[str, float | None]:
+        return {
+            job.id: (job.next_run_time.timestamp() if job.next_run_time else None)
+            for job in self.scheduler.get_jobs()
+        }
+
+    def _schedule_once(
+        self, func: Callable[..., Any], job_id: str, at: datetime, *args: Any
+    ) -> None:
+        if self.stop.is_set() or not self.scheduler.running:
+            return
+        self.scheduler.add_job(
+            func,
+            DateTrigger(at),
+            args=list(args),
+            id=job_id,
+            executor=WORKER,
+            replace_existing=True,
+        )
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    def start_up_checks(self) -> None:
+        """What a restart must not forget: untrained plays, a missed weekly run, retries."""
+        new_plays, has_model = self.jobs.untrained_plays()
+        if new_plays and (not has_model or new_plays >= self.settings.retrain_min_new_plays):
+            self.retrain(REASON_START_UP)
+        due = self.due_weekly_run()
+        if due is not None:
+            log.info(
+                "catching up a missed weekly run",
+                scheduled_for=datetime.fromtimestamp(due, self.zone).isoformat(),
+            )
+            self.retrain(REASON_PERIODIC)
+            self.weekly_run()
+        elif self.jobs.has_promoted_model() and not self.jobs.ever_generated():
+            self.first_playlists()
+        for config_id, retry_at in self.jobs.deferred_syncs().items():
+            self._schedule_sync_retry(config_id, float(retry_at))
+
+    def watch_exports(self) -> JobRun | None:
+        """Import the export files that have become stable since the last look."""
+        if self.stop.is_set():
+            return None
+        files = self.watcher.poll()
+        if not files:
+            return None
+        run = self.jobs.import_files(files, on_file_done=self._mark_handled)
+        if run.counts.get("imported", 0) > 0:
+            self._schedule_retrain()
+        return run
+
+    def _mark_handled(self, path: Path) -> None:
+        self.watcher.mark_handled([path])
+        kv.set_json(self.engine, kv.WATCHED_FILES, self.watcher.handled)
+
+    def _schedule_retrain(self) -> None:
+        """Retrain after a quiet spell, so that files dropped together train once."""
+        at = self._now() + timedelta(seconds=self.settings.retrain_debounce_seconds)
+        self._schedule_once(self.retrain, JOB_RETRAIN, at, REASON_IMPORT)
+
+    def retrain(self, reason: str = REASON_IMPORT) -> JobRun | None:
+        """Train if enough plays arrived since the last model; publish if it is the first."""
+        if self.stop.is_set():
+            return None
+        new_plays, has_model = self.jobs.untrained_plays()
+        threshold = self.settings.retrain_min_new_plays
+        enough = (
+            new_plays > 0
+            if (reason == REASON_PERIODIC or not has_model)
+            else new_plays >= threshold
+        )
+        if not enough:
+            log.info(
+                "retrain not needed",
+                reason=reason,
+                new_plays=new_plays,
+                threshold=threshold,
+                has_model=has_model,
+            )
+            return None
+        run = self.jobs.train(reason=reason)
+        if run.counts.get("promoted") and not self.jobs.ever_generated():
+            self.first_playlists()
+        return run
+
+    def first_playlists(self) -> JobRun:
+        """A new user's first playlists, right after the first model (not next Monday)."""
+        run = self.jobs.publish("first-playlists", reason="first model promoted")
+        self._after_publish(run)
+        return run
+
+    def due_weekly_run(self) -> int | None:
+        """The latest scheduled weekly time that passed without a weekly run, if any."""
+        reference = self.jobs.last_started("weekly", finished_only=True)
+        state = kv.get_json(self.engine, kv.DAEMON) or {}
+        first_started = state.get("first_started_at")
+        candidates = [t for t in (reference, first_started) if t is not None]
+        if not candidates:
+            return None
+        after = datetime.fromtimestamp(max(candidates) + 1, self.zone)
+        now = self._now()
+        due: datetime | None = None
+        upcoming = self.weekly_trigger.get_next_fire_time(None, after)
+        for _ in range(10_000):  # bounded: a seconds-scale schedule after a long pause
+            if upcoming is None or upcoming > now:
+                break
+            due = upcoming
+            upcoming = self.weekly_trigger.get_next_fire_time(None, upcoming + timedelta(seconds=1))
+        return None if due is None else int(due.timestamp())
+
+    def weekly_run(self) -> JobRun | None:
+        """The scheduled generate-and-sync; does nothing if this slot already ran."""
+        if self.stop.is_set():
+            return None
+        due = self.due_weekly_run()
+        if due is None:
+            log.debug("weekly run already done for this slot")
+            return None
+        run = self.jobs.publish("weekly", reason="schedule", scheduled_for=due)
+        self._after_publish(run)
+        return run
+
+    def retry_sync(self, config_id: str) -> JobRun | None:
+        if self.stop.is_set():
+            return None
+        run = self.jobs.publish("sync-retry", reason="spotify deferral ended", only=[config_id])
+        self._after_publish(run)
+        return run
+
+    def _after_publish(self, run: JobRun) -> None:
+        for config_id, retry_at in run.deferred.items():
+            self._schedule_sync_retry(config_id, retry_at)
+
+    def _schedule_sync_retry(self, config_id: str, retry_at: float) -> None:
+        at = datetime.fromtimestamp(max(retry_at, self.clock()), self.zone)
+        log.info("spotify sync deferred", playlist=config_id, retry_at=at.isoformat())
+        self._schedule_once(self.retry_sync, SYNC_RETRY_PREFIX + config_id, at, config_id)
+
+    def heartbeat(self, *, stopped: bool = False) -> None:
+        """Proof of life for `songnet health`, with what runs now and what runs next."""
+        current = self.jobs.current
+        value = {
+            "at": self.clock(),
+            "pid": os.getpid(),
+            "job": current[0] if current else None,
+            "job_since": current[1] if current else None,
+            "jobs": self.next_runs() if self.scheduler.running else {},
+            "stopped": stopped,
+        }
+        try:
+            kv.set_json(self.engine, kv.HEARTBEAT, value)
+        except Exception as exc:  # a busy database must not kill the heartbeat thread
+            log.warning("heartbeat not written", error=str(exc))
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _record_start(self) -> None:
+        state = kv.get_json(self.engine, kv.DAEMON) or {}
+        now = int(self.clock())
+        state.setdefault("first_started_at", now)
+        state.update(started_at=now, pid=os.getpid(), stopped_at=None)
+        kv.set_json(self.engine, kv.DAEMON, state)
+
+    def start(self) -> None:
+        bridge_scheduler_logs()
+        self._record_start()
+        self.add_jobs()
+        self.scheduler.start()
+        log.info(
+            "daemon started",
+            data_dir=str(self.settings.data_dir),
+            export_dir=str(self.settings.export_dir),
+            schedule=self.settings.schedule,
+            timezone=str(self.zone),
+            spotify=self.settings.spotify_configured,
+            next_weekly_run=_iso(self.scheduler.get_job(JOB_WEEKLY).next_run_time),
+        )
+
+    def run_forever(self, *, install_signal_handlers: bool = True) -> bool:
+        """Start, wait for a stop request, shut down; True when the last step finished."""
+        if install_signal_handlers:
+            self.install_signal_handlers()
+        self.start()
+        self.stop.wait()
+        return self.shutdown()
+
+    def install_signal_handlers(self) -> None:
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            name = signal.Signals(signum).name
+            if self.stop.is_set():
+                log.warning("second stop signal; still finishing the current step", signal=name)
+            else:
+                log.info("stop requested", signal=name)
+            self.stop.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    def shutdown(self, grace_seconds: float = SHUTDOWN_GRACE_SECONDS) -> bool:
+        self.stop.set()
+        current = self.jobs.current
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        finished = self.jobs.wait_idle(grace_seconds)
+        if not finished:
+            log.warning(
+                "step still running at shutdown; exiting anyway",
+                job=current[0] if current else None,
+                why="every write is a transaction, so the database stays consistent and the step reruns",
+            )
+        self.heartbeat(stopped=True)
+        state = kv.get_json(self.engine, kv.DAEMON) or {}
+        state["stopped_at"] = int(self.clock())
+        kv.set_json(self.engine, kv.DAEMON, state)
+        if finished:
+            self.engine.dispose()
+        log.info("daemon stopped", clean=finished)
+        return finished
+
+    # -- one cycle -------------------------------------------------------------------------
+
+    def run_once(
+        self, *, sleep: Callable[[float], object] = time.sleep, max_settle_rounds: int = 30
+    ) -> int:
+        """Import, train if needed, generate and write, then return an exit code.
+
+        0: done; 1: a step failed; 3: done but a Spotify sync was deferred.
+        """
+        self._record_start()
+        runs: list[JobRun] = []
+        files = self._settled_files(sleep, max_settle_rounds)
+        if files:
+            runs.append(self.jobs.import_files(files, on_file_done=self._mark_handled))
+        new_plays, has_model = self.jobs.untrained_plays()
+        if new_plays and (not has_model or new_plays >= self.settings.retrain_min_new_plays):
+            runs.append(self.jobs.train(reason="run --once"))
+        runs.append(self.jobs.publish("once", reason="run --once"))
+        if self.stop.is_set():
+            return 0
+        if any(r.outcome == FAILED for r in runs):
+            return 1
+        if not self.jobs.has_promoted_model():
+            log.error(
+                "no model, no playlist",
+                hint=f"put your Spotify export into {self.settings.export_dir}",
+            )
+            return 1
+        return 3 if any(r.outcome == DEFERRED for r in runs) else 0
+
+    def _settled_files(self, sleep: Callable[[float], object], max_rounds: int) -> list[Path]:
+        """The export files once they stop changing (one look, a wait, another look)."""
+        ready: dict[str, Path] = {}
+        for round_no in range(max_rounds + 1):
+            for path in self.watcher.poll():
+                ready[str(path)] = path
+            waiting = [p for p in self.watcher.pending() if str(p) not in ready]
+            if not waiting or self.stop.is_set():
+                break
+            if round_no == max_rounds:
+                log.warning(
+                    "files still changing; left for the next run", files=[str(p) for p in waiting]
+                )
+                break
+            if round_no == 0 and self.settings.watch_stable_seconds >= 1:
+                log.info(
+                    "waiting for export files to settle",
+                    files=len(waiting),
+                    seconds=self.settings.watch_stable_seconds,
+                )
+            sleep(self.settings.watch_stable_seconds)
+        return sorted(ready.values())
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()

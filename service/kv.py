@@ -1,0 +1,39 @@
+"""Small JSON values in table `kv` (heartbeat, daemon state, watched files)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from service import tables
+
+HEARTBEAT = "daemon.heartbeat"
+DAEMON = "daemon.state"
+WATCHED_FILES = "daemon.watched_files"
+
+
+def get_json(engine: Engine, key: str) -> Any:
+    """The value stored under `key`, or None (also for a value that is not valid JSON)."""
+    with Session(engine) as session:
+        row = session.get(tables.KeyValue, key)
+        if row is None:
+            return None
+        try:
+            return json.loads(row.value)
+        except ValueError:
+            return None
+
+
+def set_json(engine: Engine, key: str, value: Any) -> None:
+    text = json.dumps(value, sort_keys=True)
+    with Session(engine) as session:
+        row = session.get(tables.KeyValue, key)
+        if row is None:
+            session.add(tables.KeyValue(key=key, value=text))
+        else:
+            row.value = text
+            session.add(row)
+        session.commit()
