@@ -45,6 +45,7 @@ import pytest
 
 from service.settings import Settings, load_settings
 from service.spotify.auth import TokenFile, token_path
+from service.spotify.client import SpotifyClient, client_from_settings
 from songnet_core.history import normalise
 
 CLIENT_ID = "fake-client-id-0123456789"
@@ -814,6 +815,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *_args: Any) -> None:
         pass
+
+
+def make_client(
+    fake: FakeSpotify, data_dir: Path, *, engine: Any = None, seed: int = 0, sign_in: bool = True, **overrides: Any
+) -> tuple[SpotifyClient, RecordingSleeper]:
+    """A signed-in client for `fake` whose waits are recorded, never slept."""
+    settings = fake.settings(data_dir, **overrides)
+    if sign_in:
+        fake.sign_in(settings)
+    sleeper = RecordingSleeper()
+    client = client_from_settings(settings, engine, sleep=sleeper, clock=sleeper.clock, rng=random.Random(seed))
+    return client, sleeper
 
 
 @pytest.fixture

@@ -5,5 +5,6 @@ from service.cli.app import app, main
 # Each module registers its commands on `app` when imported.
 from service.cli import library  # noqa: F401  isort: skip
 from service.cli import daemon  # noqa: F401  isort: skip
+from service.cli import spotify  # noqa: F401  isort: skip
 
 __all__ = ["app", "main"]
