@@ -50,6 +50,7 @@ from sqlalchemy import Engine
 from service import kv
 from service.cron import parse_crontab
 from service.jobs import DEFERRED, FAILED, JobRun, Jobs
+from service.logging import register_secret
 from service.settings import Settings
 from service.watch import ExportWatcher
 
@@ -64,7 +65,7 @@ JOB_PERIODIC_RETRAIN = "retrain-before-weekly"
 JOB_WEEKLY = "weekly-playlists"
 JOB_HEARTBEAT = "heartbeat"
 JOB_START_UP = "start-up-checks"
-SYNC_RETRY_PREFIX = "sync-retry:"
+JOB_SYNC_RETRY = "spotify-sync-retry"
 
 MISFIRE_GRACE_SECONDS = 12 * 3600
 SHUTDOWN_GRACE_SECONDS = 8.0  # the running step gets this long; the process exits within 10 s
@@ -132,6 +133,7 @@ class Daemon:
         self.engine = engine
         self.clock = clock
         self.stop = stop or threading.Event()
+        register_secret(settings.spotify_client_secret)
         self.zone: tzinfo = settings.zone
         self.schedule = parse_crontab(settings.schedule)
         self.weekly_trigger = self.schedule.trigger(self.zone)
@@ -242,8 +244,9 @@ class Daemon:
             self.weekly_run()
         elif self.jobs.has_promoted_model() and not self.jobs.ever_generated():
             self.first_playlists()
-        for config_id, retry_at in self.jobs.deferred_syncs().items():
-            self._schedule_sync_retry(config_id, float(retry_at))
+        deferred = self.jobs.deferred_syncs()
+        if deferred:
+            self._schedule_sync_retry(float(min(deferred.values())), playlists=sorted(deferred))
 
     def watch_exports(self) -> JobRun | None:
         """Import the export files that have become stable since the last look."""
@@ -328,21 +331,33 @@ class Daemon:
         self._after_publish(run)
         return run
 
-    def retry_sync(self, config_id: str) -> JobRun | None:
+    def retry_syncs(self) -> JobRun | None:
+        """Sync again the playlists whose deferral has ended; reschedule the rest."""
         if self.stop.is_set():
             return None
-        run = self.jobs.publish("sync-retry", reason="spotify deferral ended", only=[config_id])
+        run = self.jobs.retry_deferred_syncs()
         self._after_publish(run)
+        later = [at for at in self.jobs.deferred_syncs().values() if at > self.clock() + 1]
+        if later and not run.deferred:
+            self._schedule_sync_retry(float(min(later)))
         return run
 
     def _after_publish(self, run: JobRun) -> None:
-        for config_id, retry_at in run.deferred.items():
-            self._schedule_sync_retry(config_id, retry_at)
+        if run.deferred:
+            self._schedule_sync_retry(min(run.deferred.values()), playlists=sorted(run.deferred))
 
-    def _schedule_sync_retry(self, config_id: str, retry_at: float) -> None:
+    def _schedule_sync_retry(self, retry_at: float, playlists: list[str] | None = None) -> None:
+        """Come back when Spotify said to (one job for all deferred playlists)."""
         at = datetime.fromtimestamp(max(retry_at, self.clock()), self.zone)
-        log.info("spotify sync deferred", playlist=config_id, retry_at=at.isoformat())
-        self._schedule_once(self.retry_sync, SYNC_RETRY_PREFIX + config_id, at, config_id)
+        existing = self.scheduler.get_job(JOB_SYNC_RETRY) if self.scheduler.running else None
+        if (
+            existing is not None
+            and existing.next_run_time is not None
+            and existing.next_run_time <= at
+        ):
+            return
+        log.info("spotify sync deferred", playlists=playlists, retry_at=at.isoformat())
+        self._schedule_once(self.retry_syncs, JOB_SYNC_RETRY, at)
 
     def heartbeat(self, *, stopped: bool = False) -> None:
         """Proof of life for `songnet health`, with what runs now and what runs next."""

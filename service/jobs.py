@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -254,16 +254,8 @@ class Jobs:
             return list(self.settings.playlists)
         return [default_playlist_config(self.engine, self.settings)]
 
-    def publish(
-        self,
-        job: str,
-        *,
-        reason: str,
-        only: Iterable[str] | None = None,
-        scheduled_for: int | None = None,
-    ) -> JobRun:
+    def publish(self, job: str, *, reason: str, scheduled_for: int | None = None) -> JobRun:
         """Generate the configured playlists, write their files, and sync them to Spotify."""
-        wanted = set(only) if only is not None else None
 
         def body(run: JobRun) -> None:
             if not self.has_promoted_model():
@@ -275,13 +267,12 @@ class Jobs:
                 )
                 return
             from service.playlists import generate_for_config
+            from service.spotify.sync import record_generated
 
             now = int(self.clock())
             generated: list[Playlist] = []
             failed = 0
             for config in self.playlist_configs():
-                if wanted is not None and config.id not in wanted:
-                    continue
                 if self.stop.is_set():
                     run.outcome = INTERRUPTED
                     break
@@ -293,7 +284,7 @@ class Jobs:
                     self._note_playlist_error(config, f"generation failed: {exc}")
                     continue
                 paths = write_playlist_files(self.settings.data_dir, playlist, generated_at=now)
-                self._note_generated(config, playlist, now)
+                record_generated(self.engine, config, playlist, now)
                 log.info(
                     "playlist written",
                     playlist=config.name,
@@ -314,6 +305,51 @@ class Jobs:
 
         return self.run(job, body, scheduled_for=scheduled_for, reason=reason)
 
+    def retry_deferred_syncs(self) -> JobRun:
+        """Sync again the lists whose sync Spotify deferred (the same lists, not new ones)."""
+
+        def body(run: JobRun) -> None:
+            now = self.clock()
+            due = {cid for cid, at in self.deferred_syncs().items() if at <= now + 1}
+            stored = [p for p in self.stored_playlists() if p.config_id in due]
+            run.counts["playlists"] = len(stored)
+            if stored:
+                self._sync(run, stored)
+
+        return self.run("sync-retry", body, reason="spotify deferral ended")
+
+    def stored_playlists(self) -> list[Playlist]:
+        """The last generated list of each playlist still configured, from `playlist_state`."""
+        model = self.promoted_version()
+        with Session(self.engine) as session:
+            rows = session.exec(select(tables.PlaylistState)).all()
+        return [
+            StoredPlaylist(
+                config_id=row.config_id,
+                name=row.name,
+                tracks=[
+                    StoredTrack(
+                        track_id=t.get("track_id"),
+                        artist=t["artist"],
+                        title=t["title"],
+                        uri=t.get("uri"),
+                        reason=t.get("reason", ""),
+                        is_seed=bool(t.get("seed")),
+                    )
+                    for t in json.loads(row.tracks_json or "[]")
+                ],
+                model_version=model,
+            )
+            for row in rows
+            if not row.removed_from_config and row.last_generated_at is not None
+        ]
+
+    def promoted_version(self) -> int | None:
+        with Session(self.engine) as session:
+            return session.exec(
+                select(tables.ModelVersion.id).where(col(tables.ModelVersion.promoted))
+            ).first()
+
     def _sync(self, run: JobRun, playlists: list[Playlist]) -> None:
         if not self.settings.spotify_configured:
             if not self._spotify_off_logged:
@@ -326,47 +362,29 @@ class Jobs:
                 self._spotify_off_logged = True
             run.counts["synced"] = 0
             return
+        from service.spotify.errors import Interrupted
         from service.spotify.sync import sync_playlists
 
-        outcome = sync_playlists(self.engine, self.settings, playlists, stop=self.stop)
+        try:
+            outcomes = sync_playlists(self.engine, self.settings, playlists, stop=self.stop)
+        except Interrupted:
+            run.outcome = INTERRUPTED
+            return
         synced = deferred = failed = 0
-        for result in outcome:
-            if result.deferred_until is not None:
+        for result in outcomes:
+            if result.status == "deferred" and result.deferred_until is not None:
                 deferred += 1
-                run.deferred[result.config_id] = result.deferred_until
-            elif result.error:
-                failed += 1
-            else:
+                run.deferred[result.config_id] = float(result.deferred_until)
+            elif result.status == "written":
                 synced += 1
+            else:
+                failed += 1
         run.counts.update(synced=synced, sync_deferred=deferred, sync_failed=failed)
         if failed:
             run.outcome = FAILED
-            run.error = f"{failed} playlist(s) failed to sync; `songnet status` says why"
+            run.error = f"{failed} playlist(s) not synced to Spotify; `songnet status` says why"
         elif deferred and run.outcome == OK:
             run.outcome = DEFERRED
-
-    def _note_generated(self, config: PlaylistConfig, playlist: Playlist, now: int) -> None:
-        tracks = [
-            {
-                "track_id": t.track_id,
-                "artist": t.artist,
-                "title": t.title,
-                "uri": t.uri,
-                "reason": t.reason,
-                "seed": t.is_seed,
-            }
-            for t in playlist.tracks
-        ]
-        with Session(self.engine) as session:
-            row = session.get(tables.PlaylistState, config.id) or tables.PlaylistState(
-                config_id=config.id, name=config.name
-            )
-            row.name = config.name
-            row.last_generated_at = now
-            row.tracks_json = json.dumps(tracks)
-            row.removed_from_config = False
-            session.add(row)
-            session.commit()
 
     def _note_playlist_error(self, config: PlaylistConfig, error: str) -> None:
         with Session(self.engine) as session:
@@ -399,6 +417,26 @@ class Jobs:
                 )
             value = session.exec(query).one()
         return None if value is None else int(value)
+
+
+@dataclass(frozen=True)
+class StoredTrack:
+    track_id: int | None
+    artist: str
+    title: str
+    uri: str | None
+    reason: str
+    is_seed: bool
+
+
+@dataclass(frozen=True)
+class StoredPlaylist:
+    """A generated list as `playlist_state` keeps it (for a deferred sync's retry)."""
+
+    config_id: str
+    name: str
+    tracks: list[StoredTrack]
+    model_version: int | None
 
 
 def _train_counts(outcome: Any) -> dict[str, Any]:

@@ -53,6 +53,7 @@ class Settings(BaseSettings):
         env_prefix="SONGNET_",
         env_file=".env",
         env_file_encoding="utf-8",
+        env_ignore_empty=True,  # `SONGNET_X=` (as in the env example) means the default
         extra="ignore",
     )
 
