@@ -1,0 +1,146 @@
+"""`songnet` as a real subprocess, with its JSON log lines collected as they come.
+
+Used by the lifecycle, end-to-end and crash tests (and `bench/crash_soak.py`): start the
+daemon, wait for a log event, send it a signal or kill -9 it, and read what it logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import REPO
+
+_SCRIPT = Path(sys.executable).parent / "songnet"
+# The installed console script where there is one (as users run it), else the same entry point.
+SONGNET = (
+    [str(_SCRIPT)]
+    if _SCRIPT.exists()
+    else [sys.executable, "-c", "from service.cli import main; main()"]
+)
+
+
+def songnet_env(data_dir: Path, export_dir: Path, **settings: Any) -> dict[str, str]:
+    """The environment for a songnet subprocess: JSON logs, the given SONGNET_* settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SONGNET_")}
+    env.update(
+        SONGNET_DATA_DIR=str(data_dir),
+        SONGNET_EXPORT_DIR=str(export_dir),
+        SONGNET_LOG_FORMAT="json",
+        SONGNET_LOG_LEVEL="info",
+        PYTHONUNBUFFERED="1",
+    )
+    for key, value in settings.items():
+        env[f"SONGNET_{key.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+    return env
+
+
+def run_songnet(
+    args: list[str], env: Mapping[str, str], timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*SONGNET, *args], env=dict(env), cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
+
+
+class DaemonProcess:
+    """A running `songnet run …`; its stderr JSON lines are parsed into `events`."""
+
+    def __init__(self, args: list[str], env: Mapping[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [*SONGNET, *args],
+            env=dict(env),
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.events: list[dict[str, Any]] = []
+        self.raw: list[str] = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            with self._changed:
+                self.raw.append(line)
+                if line.startswith("{"):
+                    with contextlib.suppress(ValueError):  # a line that only looks like JSON
+                        self.events.append(json.loads(line))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 120, *, start: int = 0
+    ) -> dict[str, Any]:
+        """The first event (from index `start`) matching `predicate`; fails on timeout or exit."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for event in self.events[start:]:
+                    if predicate(event):
+                        return event
+                if self.proc.poll() is not None and not self._reader.is_alive():
+                    raise AssertionError(
+                        f"songnet exited ({self.proc.returncode}) before the event:\n{self.tail()}"
+                    )
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"timed out waiting for an event:\n{self.tail()}")
+                self._changed.wait(min(remaining, 0.5))
+
+    def wait_event(
+        self, event: str, timeout: float = 120, *, start: int = 0, **fields: Any
+    ) -> dict[str, Any]:
+        return self.wait_for(
+            lambda e: e.get("event") == event and all(e.get(k) == v for k, v in fields.items()),
+            timeout,
+            start=start,
+        )
+
+    def named(self, event: str, **fields: Any) -> list[dict[str, Any]]:
+        with self._changed:
+            return [
+                e
+                for e in self.events
+                if e.get("event") == event and all(e.get(k) == v for k, v in fields.items())
+            ]
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        self.proc.send_signal(signum)
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
+    def wait(self, timeout: float = 30) -> int:
+        code = self.proc.wait(timeout)
+        self._reader.join(10)
+        return code
+
+    def tail(self, lines: int = 40) -> str:
+        return "".join(self.raw[-lines:])
+
+    def stop(self) -> None:
+        """Make sure the process is gone (test clean-up)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()

@@ -1,0 +1,42 @@
+"""The daemon's life as a real process: one per data directory, clean exit on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.daemon_process import DaemonProcess, run_songnet, songnet_env
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_one_daemon_per_directory_and_a_clean_exit_on_a_signal(tmp_path: Path, signum: int) -> None:
+    env = songnet_env(tmp_path / "data", tmp_path / "exports", heartbeat_interval_seconds="1")
+    daemon = DaemonProcess(["run"], env)
+    try:
+        daemon.wait_event("daemon started", timeout=60)
+        daemon.wait_for(lambda e: True, timeout=5)
+        deadline = time.monotonic() + 30
+        while run_songnet(["health"], env).returncode != 0:
+            assert time.monotonic() < deadline, "health never passed"
+            time.sleep(0.2)
+        second = run_songnet(["run"], env)
+        assert second.returncode == 1
+        assert (
+            f"songnet is already running on {tmp_path / 'data'} (pid {daemon.pid}, songnet run)"
+            in second.stderr
+        )
+        started = time.monotonic()
+        daemon.signal(signum)
+        assert daemon.wait(timeout=10) == 0
+        assert time.monotonic() - started < 10
+        assert daemon.named("daemon stopped", clean=True)
+    finally:
+        daemon.stop()
+    health = run_songnet(["health"], env)
+    assert health.returncode == 1 and "stopped" in health.stderr
+    status = run_songnet(["status", "--json"], env)
+    assert status.returncode == 0
+    assert '"running": false' in status.stdout
