@@ -195,6 +195,16 @@ def whoami(
         )
 
 
+def _sign_in_problem(s: Settings, engine: Any) -> AuthError | None:
+    try:
+        client_from_settings(s, engine).tokens.access_token()
+    except AuthError as exc:
+        return exc
+    except SpotifyError:
+        pass  # transient: the sync retries it
+    return None
+
+
 def _configs(engine: Any, s: Settings) -> list[PlaylistConfig]:
     if s.playlists:
         return list(s.playlists)
@@ -225,14 +235,16 @@ def sync(
     with cli_write_lock(s.data_dir, "sync", s.lock_wait_seconds):
         configs = _configs(engine, s)
         run = SyncRun()
-        if not dry_run and not s.spotify_configured:
+        problem = None if dry_run else _sign_in_problem(s, engine)
+        if problem is not None:
+            # Nothing can be written: say so for each playlist without generating them.
             run.outcomes = [
                 SyncOutcome(
                     c.id,
                     c.name,
                     "failed",
-                    error="Spotify is not configured",
-                    hint=NotConfigured.hint,
+                    error=str(problem),
+                    hint=problem.hint,
                     needs_sign_in=True,
                 )
                 for c in configs
