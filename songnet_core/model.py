@@ -1,0 +1,252 @@
+"""The sequence model: an LSTM over the listener's history with a copy mechanism.
+
+Each position is a kept play: its track (own embedding if frequent enough, plus its artist's,
+plus an optional projection of the feature cache's row) and its context features. An LSTM
+reads the sequence; the next track's distribution mixes two experts (RepeatNet-style):
+- explore: a full softmax over every class, scored against the same track vectors as the
+  input (tied), so rare tracks are reached through their artist's vector;
+- copy: attention over the earlier positions of the window, whose keys hold the track *and
+  the track before it*, so "what followed this track last time" and plain repeats are one
+  lookup; a learned bias per recency bucket favours the recent past.
+A gate from the LSTM state weighs the two. `forward` returns log-probabilities of the
+mixture for every class (or, with targets, only the loss: training never needs the full
+matrix of the copy expert).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import NamedTuple
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from songnet_core.dataset import FloatArray, IntArray, Vocabulary, context_features
+
+
+@dataclass
+class ModelConfig:
+    n_classes: int  # output classes: every track of the training data
+    n_own: int  # rows of the own-embedding table (row 0: "none", for rare tracks)
+    n_artists: int  # artist rows (row 0: unknown artist)
+    n_context: int  # context features per position
+    n_track_features: int = 0  # feature-cache columns per track (0: none)
+    dim: int = 64  # track / artist vector size
+    hidden: int = 128  # LSTM state size
+    dropout: float = 0.2
+    copy: bool = True  # the copy expert (off: a plain softmax LSTM)
+    recency_buckets: int = 24
+
+
+class Batch(NamedTuple):
+    cls: Tensor  # [B, T] class of each input track, -1 where it is not a class
+    own: Tensor  # [B, T] own-embedding row, 0 = none
+    artist: Tensor  # [B, T] artist row, 0 = unknown
+    context: Tensor  # [B, T, n_context]
+
+
+def recency_bucket(distance: Tensor, n_buckets: int) -> Tensor:
+    """Log-spaced buckets of how many steps back a position is (0 = the current track)."""
+    return (torch.log2(distance.float() + 1.0) * 2.0).long().clamp(max=n_buckets - 1)
+
+
+class SongNet(nn.Module):
+    def __init__(self, cfg: ModelConfig, class_own: Tensor, class_artist: Tensor, track_features: Tensor | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.register_buffer("class_own", class_own.long())
+        self.register_buffer("class_artist", class_artist.long())
+        feats = track_features if track_features is not None else torch.zeros(cfg.n_classes, 0)
+        self.register_buffer("track_features", feats.float())
+        self.own_emb = nn.Embedding(cfg.n_own, cfg.dim, padding_idx=0)
+        self.artist_emb = nn.Embedding(cfg.n_artists, cfg.dim)
+        self.feat_proj = nn.Linear(cfg.n_track_features, cfg.dim) if cfg.n_track_features else None
+        self.inp = nn.Linear(cfg.dim + cfg.n_context, cfg.hidden)
+        self.lstm = nn.LSTM(cfg.hidden, cfg.hidden, batch_first=True)
+        self.out = nn.Linear(cfg.hidden, cfg.dim)
+        self.bias = nn.Parameter(torch.zeros(cfg.n_classes))
+        self.drop = nn.Dropout(cfg.dropout)
+        if cfg.copy:
+            self.query = nn.Linear(cfg.hidden, cfg.dim)
+            self.key = nn.Linear(2 * cfg.dim, cfg.dim)
+            self.recency = nn.Embedding(cfg.recency_buckets, 1)
+            self.gate = nn.Linear(cfg.hidden, 1)
+        for emb in (self.own_emb, self.artist_emb):
+            nn.init.normal_(emb.weight, std=0.1)
+        with torch.no_grad():
+            self.own_emb.weight[0].zero_()
+
+    def class_vectors(self) -> Tensor:
+        """[C, dim]: the vector of every class, used for input and output alike (tied)."""
+        v: Tensor = self.own_emb(self.class_own) + self.artist_emb(self.class_artist)
+        return v + self.feat_proj(self.track_features) if self.feat_proj is not None else v
+
+    def embed(self, x: Batch) -> Tensor:
+        v: Tensor = self.own_emb(x.own) + self.artist_emb(x.artist)
+        if self.feat_proj is not None:
+            known = (x.cls >= 0).unsqueeze(-1).float()
+            feats = self.get_buffer("track_features")
+            v = v + known * self.feat_proj(feats[x.cls.clamp(min=0)])
+        return v
+
+    def forward(self, x: Batch, targets: Tensor | None = None) -> tuple[Tensor | None, Tensor | None]:
+        e = self.drop(self.embed(x))
+        h, _ = self.lstm(torch.tanh(self.inp(torch.cat([e, x.context], dim=-1))))
+        h = self.drop(h)
+        logits = self.out(h) @ self.class_vectors().T + self.bias  # [B, T, C]
+        if not self.cfg.copy:
+            if targets is None:
+                return F.log_softmax(logits, dim=-1), None
+            return None, F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1)
+        # Copy expert: attention of each step over the steps up to it.
+        b, t = x.cls.shape
+        prev = torch.cat([torch.zeros_like(e[:, :1]), e[:, :-1]], dim=1)
+        keys = self.key(torch.cat([e, prev], dim=-1))
+        att = self.query(h) @ keys.transpose(1, 2) / math.sqrt(self.cfg.dim)  # [B, T, T]
+        pos = torch.arange(t, device=e.device)
+        dist = pos[:, None] - pos[None, :]
+        att = att + self.recency(recency_bucket(dist.clamp(min=0), self.cfg.recency_buckets)).squeeze(-1)
+        allowed = (dist >= 0)[None] & (x.cls >= 0)[:, None, :]
+        attn = torch.softmax(att.masked_fill(~allowed, float("-inf")), dim=-1).nan_to_num(0.0)
+        g = self.gate(h)  # log-odds of exploring over copying
+        log_explore, log_copy_w = F.logsigmoid(g), F.logsigmoid(-g)
+        if targets is None:
+            copy = torch.zeros_like(logits).scatter_add_(2, x.cls.clamp(min=0)[:, None, :].expand(b, t, t), attn)
+            logp = torch.logaddexp(log_explore + F.log_softmax(logits, dim=-1), log_copy_w + copy.clamp(min=1e-12).log())
+            return logp, None
+        tgt = targets.clamp(min=0)
+        explore = logits.gather(2, tgt[..., None]).squeeze(-1) - logits.logsumexp(-1)
+        copy_t = (attn * (x.cls[:, None, :] == tgt[..., None])).sum(-1)
+        logp_t = torch.logaddexp(log_explore.squeeze(-1) + explore, log_copy_w.squeeze(-1) + copy_t.clamp(min=1e-12).log())
+        mask = targets >= 0
+        return None, -(logp_t * mask).sum() / mask.sum().clamp(min=1)
+
+
+# --- A trained model as stored and loaded: checkpoint bytes, scoring over a history ----------
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class PlayContext:
+    """When the listening happens: hour of day and weekday come from `ts` in zone `tz`."""
+
+    ts: int
+    tz: str = "UTC"
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to score: the module (eval mode), its vocabulary and what it was trained with."""
+
+    module: SongNet
+    vocab: Vocabulary
+    window: int  # positions of history the model reads back (the training window)
+    metrics: dict[str, float]
+    info: dict[str, str | int | float]
+
+    @property
+    def track_ids(self) -> IntArray:
+        """Library track id of each score `next_scores` returns (its class order)."""
+        return self.vocab.track_ids
+
+    def next_scores(
+        self,
+        history_track_ids: Sequence[int],
+        context: PlayContext | None = None,
+        *,
+        history_artist_ids: Sequence[int] | None = None,
+    ) -> FloatArray:
+        """Log-probabilities of the next track for every class, aligned with `track_ids`.
+
+        `history_track_ids` are library track ids, oldest first (seeds, then what was chosen;
+        the listener's recent plays may come before them). They are taken as played back to
+        back at `context.ts` (default: now is unknown, midday UTC of day 0). Tracks that are not
+        classes still count as context through their artist, where `history_artist_ids` gives
+        it. The current (last) track is not excluded: callers apply their own rules.
+        """
+        ctx = context or PlayContext(ts=12 * 3600)
+        hist = list(history_track_ids)[-self.window :]
+        if not hist:
+            raise ValueError("next_scores needs at least one track of history")
+        artists = list(history_artist_ids)[-len(hist) :] if history_artist_ids is not None else None
+        x = self._batch(hist, artists, ctx)
+        with torch.no_grad():
+            logp, _ = self.module(x)
+        assert logp is not None
+        out: FloatArray = logp[0, -1].numpy().astype(np.float32)
+        return out
+
+    def _batch(self, tracks: list[int], artists: list[int] | None, ctx: PlayContext) -> Batch:
+        ci = self.vocab.class_index()
+        cls = np.asarray([ci.get(t, -1) for t in tracks], dtype=np.int64)
+        if artists is not None:
+            enc = self.vocab.encode(np.asarray(tracks, dtype=np.int64), np.asarray(artists, dtype=np.int64))
+            art = np.where(cls >= 0, self.vocab.artist[np.maximum(cls, 0)], enc.artist)
+        else:
+            art = np.where(cls >= 0, self.vocab.artist[np.maximum(cls, 0)], 0)
+        own = np.where(cls >= 0, self.vocab.own[np.maximum(cls, 0)], 0)
+        zone = ZoneInfo(ctx.tz)
+        rows = []
+        for i in range(len(tracks)):
+            row = context_features(ctx.ts, None if i == 0 else ctx.ts, TYPICAL_PLAY_MS, None, zone)
+            row[4] = 1.0 if i == 0 else 0.0  # a long gap before the first: a new session
+            row[5] = 1.0 if i == 0 else 0.0
+            rows.append(row)
+        return Batch(
+            cls=torch.from_numpy(cls)[None], own=torch.from_numpy(own.astype(np.int64))[None],
+            artist=torch.from_numpy(art.astype(np.int64))[None],
+            context=torch.tensor(rows, dtype=torch.float32)[None],
+        )  # fmt: skip
+
+
+TYPICAL_PLAY_MS = 200_000
+
+
+def save_checkpoint(
+    model: SongNet,
+    vocab: Vocabulary,
+    metrics: dict[str, float],
+    *,
+    window: int,
+    info: dict[str, str | int | float] | None = None,
+) -> bytes:
+    """Everything needed to load and use the model again, as bytes (for a database row)."""
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "config": asdict(model.cfg),
+        "vocab": vocab.to_dict(),
+        "state": model.state_dict(),
+        "metrics": dict(metrics),
+        "window": window,
+        "info": dict(info or {}),
+    }
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    return buf.getvalue()
+
+
+class CheckpointError(ValueError):
+    """The bytes are not a songnet checkpoint this version can load."""
+
+
+def load_checkpoint(data: bytes) -> LoadedModel:
+    try:
+        payload = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    except Exception as exc:  # torch raises many kinds for truncated or foreign bytes
+        raise CheckpointError(f"not a readable model checkpoint: {exc}") from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError("not a songnet model checkpoint of a known format")
+    cfg = ModelConfig(**payload["config"])
+    vocab = Vocabulary.from_dict(payload["vocab"])
+    state = payload["state"]
+    module = SongNet(cfg, state["class_own"], state["class_artist"], state["track_features"])
+    module.load_state_dict(state)
+    module.eval()
+    return LoadedModel(module, vocab, int(payload["window"]), dict(payload["metrics"]), dict(payload["info"]))

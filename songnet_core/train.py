@@ -1,0 +1,289 @@
+"""Training: a plain function from config and data to a model and its metrics.
+
+The last `val_share` of the training sessions (by start time) is held out for validation;
+after each epoch the model ranks those sessions' tracks exactly as the evaluation protocol
+does, and training stops once validation HR@10 has not improved for `patience` epochs,
+keeping the best epoch's weights. With `refit`, a fresh model is then trained on every
+session for that many epochs, so the newest listening is learned too. Same data and seed
+give the same model (single-process CPU kernels are deterministic).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from songnet_core.dataset import (
+    N_CONTEXT,
+    EncodedSequence,
+    FloatArray,
+    IntArray,
+    ListeningSequence,
+    Vocabulary,
+    target_positions,
+    time_split,
+)
+from songnet_core.metrics import evaluate_positions, summarise
+from songnet_core.model import Batch, LoadedModel, ModelConfig, SongNet
+
+
+@dataclass
+class TrainConfig:
+    dim: int = 64
+    hidden: int = 128
+    dropout: float = 0.2
+    copy: bool = True
+    min_count: int = 2  # plays a track needs for an embedding of its own
+    window: int = 256  # positions per training sequence, and history read back when scoring
+    batch_size: int = 8  # windows per step
+    coverage: float = 4.0  # an epoch draws windows covering each position this many times
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    max_epochs: int = 30
+    patience: int = 3
+    val_share: float = 0.15
+    refit: bool = False
+    seed: int = 0
+    threads: int | None = None  # default: every core of the machine
+    use_track_features: bool = True
+
+
+@dataclass(frozen=True)
+class TrackFeatureTable:
+    """Per-track feature rows (e.g. `features.feature_matrix`) keyed by library track id."""
+
+    track_ids: IntArray
+    matrix: FloatArray
+
+    def rows(self, track_ids: IntArray) -> FloatArray:
+        """Rows for `track_ids` in that order; zeros for tracks the table lacks."""
+        index = {int(t): i for i, t in enumerate(self.track_ids)}
+        out = np.zeros((len(track_ids), self.matrix.shape[1]), dtype=np.float32)
+        for r, t in enumerate(track_ids):
+            i = index.get(int(t))
+            if i is not None:
+                out[r] = self.matrix[i]
+        return out
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The listening sequence; sessions from `train_sessions` on (if set) are context only:
+    the model reads them as history but never learns from them (evaluation's test part)."""
+
+    seq: ListeningSequence
+    train_sessions: int | None = None
+    track_features: TrackFeatureTable | None = None
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    epoch: int  # 1-based
+    max_epochs: int
+    step: int  # 1-based, within the epoch
+    steps: int
+    loss: float
+    val_hr10: float | None  # after the epoch's last step
+    best_val_hr10: float | None
+    phase: str = "fit"  # "fit" (with validation) or "refit" (on every session)
+
+
+@dataclass
+class TrainResult:
+    model: LoadedModel | None  # None when stopped before completion
+    metrics: dict[str, float] = field(default_factory=dict)
+    stopped: bool = False
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class ModelScorer:
+    """Scores positions of a sequence with a model: each prediction reads up to `window`
+    positions back (at least half of it, windows overlap by half)."""
+
+    def __init__(self, module: SongNet, enc: EncodedSequence, window: int, batch_windows: int = 8) -> None:
+        self.module, self.enc, self.window, self.batch_windows = module, enc, window, batch_windows
+
+    def scores(self, positions: IntArray) -> FloatArray:
+        half = max(1, self.window // 2)
+        inputs = positions - 1  # the prediction for p is the output at p - 1
+        if (inputs < 0).any():
+            raise ValueError("position 0 has no history to predict from")
+        win = np.maximum(0, (inputs - half) // half)
+        out = np.empty((len(positions), self.enc.vocab.n_classes), dtype=np.float32)
+        uniq = np.unique(win)
+        self.module.eval()
+        with torch.no_grad():
+            for b in range(0, len(uniq), self.batch_windows):
+                ks = uniq[b : b + self.batch_windows]
+                starts = ks * half
+                x, _ = make_batch(self.enc, starts, self.window, len(self.enc.seq))
+                logp, _ = self.module(x)
+                assert logp is not None
+                for j, k in enumerate(ks):
+                    rows = np.flatnonzero(win == k)
+                    out[rows] = logp[j, inputs[rows] - k * half].numpy()
+        return out
+
+
+def make_batch(enc: EncodedSequence, starts: IntArray, window: int, end: int) -> tuple[Batch, torch.Tensor]:
+    """Windows [s, s + window) clipped at `end`, right-padded; targets are the next class
+    (-1 past `end` or in padding)."""
+    n = len(starts)
+    cls = np.full((n, window), -1, dtype=np.int64)
+    own = np.zeros((n, window), dtype=np.int64)
+    art = np.zeros((n, window), dtype=np.int64)
+    ctx = np.zeros((n, window, N_CONTEXT), dtype=np.float32)
+    tgt = np.full((n, window), -1, dtype=np.int64)
+    t = enc.tracks
+    for i, s in enumerate(starts):
+        e = min(int(s) + window, end)
+        m = e - int(s)
+        cls[i, :m], own[i, :m], art[i, :m] = t.cls[s:e], t.own[s:e], t.artist[s:e]
+        ctx[i, :m] = enc.seq.context[s:e]
+        tgt[i, : max(0, min(m, end - int(s) - 1))] = t.cls[s + 1 : min(e + 1, end)]
+    x = Batch(torch.from_numpy(cls), torch.from_numpy(own), torch.from_numpy(art), torch.from_numpy(ctx))
+    return x, torch.from_numpy(tgt)
+
+
+def _build_model(cfg: TrainConfig, vocab: Vocabulary, features: TrackFeatureTable | None) -> SongNet:
+    feats = features.rows(vocab.track_ids) if (features is not None and cfg.use_track_features) else None
+    mc = ModelConfig(
+        n_classes=vocab.n_classes, n_own=vocab.n_own, n_artists=vocab.n_artists, n_context=N_CONTEXT,
+        n_track_features=0 if feats is None else feats.shape[1], dim=cfg.dim, hidden=cfg.hidden,
+        dropout=cfg.dropout, copy=cfg.copy,
+    )  # fmt: skip
+    return SongNet(
+        mc, torch.from_numpy(vocab.own), torch.from_numpy(vocab.artist),
+        None if feats is None else torch.from_numpy(feats),
+    )  # fmt: skip
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def train(
+    config: TrainConfig,
+    data: TrainingData,
+    *,
+    progress: Callable[[TrainProgress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train on `data`; see the module docstring. `should_stop` is checked between batches:
+    when it answers True the result has no model and `stopped` is set."""
+    torch.set_num_threads(config.threads or os.cpu_count() or 1)
+    seq = data.seq
+    n_train = seq.n_sessions if data.train_sessions is None else data.train_sessions
+    if n_train < 2:
+        raise ValueError("training needs at least two listening sessions")
+    val_first = time_split(n_train, config.val_share)
+    vocab = Vocabulary.build(seq.prefix(n_train), min_count=config.min_count)
+    enc = EncodedSequence.build(seq, vocab)
+    fit_end = seq.session_bounds(val_first - 1)[1]
+    val_pos = target_positions(seq, val_first, n_train)
+    seen_in_fit = np.zeros(vocab.n_classes, dtype=bool)
+    fit_cls = enc.tracks.cls[:fit_end]
+    seen_in_fit[fit_cls[fit_cls >= 0]] = True
+
+    def validate(module: SongNet) -> float:
+        if len(val_pos) == 0:
+            return math.nan
+        ranks = evaluate_positions(ModelScorer(module, enc, config.window), enc, val_pos, seen_in_fit)
+        return summarise(ranks, seq.session[val_pos], n_boot=1)["hr@10"].value
+
+    started = time.monotonic()
+    _seed_everything(config.seed)
+    model = _build_model(config, vocab, data.track_features)
+    fit = _fit(model, enc, fit_end, config, config.max_epochs, validate, progress, should_stop, "fit")
+    if fit is None:
+        return TrainResult(None, stopped=True)
+    best_state, best_epoch, best_val, history, tokens = fit
+    model.load_state_dict(best_state)
+    metrics: dict[str, float] = {
+        "val_hr@10": best_val if best_val >= 0 else math.nan, "best_epoch": float(best_epoch), "val_steps": float(len(val_pos)),
+        "val_first_session": float(val_first), "train_sessions": float(n_train),
+        "classes": float(vocab.n_classes), "own_embeddings": float(vocab.n_own - 1),
+    }  # fmt: skip
+    if config.refit and best_epoch > 0:
+        _seed_everything(config.seed)
+        model = _build_model(config, vocab, data.track_features)
+        end = seq.session_bounds(n_train - 1)[1]
+        refit = _fit(model, enc, end, config, best_epoch, None, progress, should_stop, "refit")
+        if refit is None:
+            return TrainResult(None, stopped=True)
+        model.load_state_dict(refit[0])
+        tokens += refit[4]
+    elapsed = time.monotonic() - started
+    metrics.update({"train_seconds": elapsed, "tokens_per_second": tokens / max(elapsed, 1e-9)})
+    model.eval()
+    loaded = LoadedModel(model, vocab, config.window, metrics, {"config": str(asdict(config))})
+    return TrainResult(loaded, metrics, False, history)
+
+
+FitOutcome = tuple[dict[str, torch.Tensor], int, float, list[dict[str, float]], int]
+
+
+def _fit(
+    model: SongNet,
+    enc: EncodedSequence,
+    end: int,
+    cfg: TrainConfig,
+    epochs: int,
+    validate: Callable[[SongNet], float] | None,
+    progress: Callable[[TrainProgress], None] | None,
+    should_stop: Callable[[], bool] | None,
+    phase: str,
+) -> FitOutcome | None:
+    """Epochs over positions [0, end); with `validate`, early stopping on it. None if stopped."""
+    rng = np.random.default_rng(cfg.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    best_state = copy.deepcopy(model.state_dict())
+    best_val, best_epoch, since_best, tokens = -1.0, 0, 0, 0
+    history: list[dict[str, float]] = []
+    for epoch in range(1, epochs + 1):
+        model.train()
+        n_windows = max(cfg.batch_size, math.ceil(cfg.coverage * end / cfg.window))
+        starts = rng.integers(0, max(1, end - cfg.window // 2), size=n_windows)
+        steps = math.ceil(len(starts) / cfg.batch_size)
+        total, count = 0.0, 0
+        for step in range(steps):
+            if should_stop is not None and should_stop():
+                return None
+            x, y = make_batch(enc, starts[step * cfg.batch_size : (step + 1) * cfg.batch_size], cfg.window, end)
+            _, loss = model(x, y)
+            assert loss is not None
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            n = int((y >= 0).sum())
+            tokens += n
+            total, count = total + float(loss.detach()) * n, count + n
+            last = step == steps - 1
+            val = validate(model) if (last and validate is not None) else None
+            # No validation steps (a tiny history): every epoch counts as the best so far.
+            if val is not None and (val > best_val or math.isnan(val)):
+                best_val, best_epoch, since_best = (val if not math.isnan(val) else best_val), epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+            elif val is not None:
+                since_best += 1
+            if progress is not None:
+                progress(TrainProgress(
+                    epoch, epochs, step + 1, steps, total / max(count, 1), val,
+                    best_val if best_val >= 0 else None, phase,
+                ))  # fmt: skip
+        history.append({"epoch": float(epoch), "loss": total / max(count, 1), "val_hr@10": val if val is not None else math.nan})
+        if validate is None:
+            best_state, best_epoch = copy.deepcopy(model.state_dict()), epoch
+        elif since_best >= cfg.patience:
+            break
+    return best_state, best_epoch, best_val, history, tokens
