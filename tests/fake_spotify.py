@@ -818,14 +818,24 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def make_client(
-    fake: FakeSpotify, data_dir: Path, *, engine: Any = None, seed: int = 0, sign_in: bool = True, **overrides: Any
+    fake: FakeSpotify,
+    data_dir: Path,
+    *,
+    engine: Any = None,
+    seed: int = 0,
+    sign_in: bool = True,
+    **overrides: Any,
 ) -> tuple[SpotifyClient, RecordingSleeper]:
     """A signed-in client for `fake` whose waits are recorded, never slept."""
     settings = fake.settings(data_dir, **overrides)
     if sign_in:
         fake.sign_in(settings)
     sleeper = RecordingSleeper()
-    client = client_from_settings(settings, engine, sleep=sleeper, clock=sleeper.clock, rng=random.Random(seed))
+    client = client_from_settings(
+        settings, engine, sleep=sleeper, clock=sleeper.clock, rng=random.Random(seed)
+    )
+    # The fake is on 127.0.0.1: skip requests' per-call proxy and netrc lookups in the environment.
+    client.session.trust_env = False
     return client, sleeper
 
 
