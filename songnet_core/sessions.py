@@ -15,6 +15,7 @@ Works on any play-like item with `end_ts` (seconds, UTC) and `ms_played`: the pa
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable
+from itertools import pairwise
 from typing import Protocol, TypeVar
 
 DEFAULT_MIN_MS = 30_000
@@ -92,3 +93,10 @@ def split_sessions(
 
 def _end_ts(play: Timed) -> int:
     return play.end_ts
+
+
+def count_sessions(end_times: Iterable[int], *, gap_s: int = DEFAULT_GAP_S) -> int:
+    """How many sessions `split_sessions` finds in plays (already of at least `min_ms`) ending
+    at `end_times`, without building them: for stats over a whole library."""
+    ends = sorted(end_times)
+    return (1 if ends else 0) + sum(1 for a, b in pairwise(ends) if b - a > gap_s)

@@ -504,7 +504,7 @@ def account_period(plays: Sequence[Play], *, days: int = 365, end_ts: int | None
     """The plays an account-data export requested at `end_ts` would hold: its last `days` days."""
     if not plays:
         return []
-    end = plays[-1].end_ts if end_ts is None else end_ts
+    end = max(p.end_ts for p in plays) if end_ts is None else end_ts
     return [p for p in plays if end - days * 86_400 < p.end_ts <= end]
 
 
@@ -837,3 +837,40 @@ def write_account_export(
         _write_json_list(path, records)
         paths.append(path)
     return paths
+
+
+ACCOUNT_FOLDER = "Spotify Account Data"
+EXTENDED_FOLDER = "Spotify Extended Streaming History"
+
+
+def write_exports(
+    plays: Sequence[Play],
+    folder: Path,
+    *,
+    formats: Sequence[str] = ("account", "extended"),
+    seed: int = 0,
+    extras: bool = True,
+    records_per_file: int = EXTENDED_RECORDS_PER_FILE,
+    account_days: int = 365,
+    account_lag_days: int = 60,
+) -> dict[str, list[Path]]:
+    """Both exports a listener would download, laid out as Spotify's zips unpack.
+
+    The extended history holds every play (in `Spotify Extended Streaming History/`); the
+    account data (in `Spotify Account Data/`) the `account_days` before a request made
+    `account_lag_days` before the last play, so the two overlap on part of the history.
+    Returns the files written by format ("account", "extended").
+    """
+    unknown = set(formats) - {"account", "extended"}
+    if unknown:
+        raise ValueError(f"unknown export format(s): {', '.join(sorted(unknown))}")
+    written: dict[str, list[Path]] = {}
+    if "account" in formats:
+        end = max(p.end_ts for p in plays) - account_lag_days * 86_400 if plays else None
+        period = account_period(plays, days=account_days, end_ts=end)
+        written["account"] = write_account_export(period, folder / ACCOUNT_FOLDER)
+    if "extended" in formats:
+        written["extended"] = write_extended_export(
+            plays, folder / EXTENDED_FOLDER, records_per_file=records_per_file, extras=extras, seed=seed
+        )
+    return written

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from songnet_core.history import Listen, Play
-from songnet_core.sessions import split_sessions, track_identity
+from songnet_core.sessions import count_sessions, split_sessions, track_identity
 
 
 def listen(play_id: int, track_id: int, end_ts: int, ms_played: int = 200_000) -> Listen:
@@ -171,3 +171,10 @@ def test_without_collapsing_every_kept_play_is_in_exactly_one_session(plays: lis
     sessions = split_sessions(plays, collapse_repeats=False)
     flat = [p.play_id for s in sessions for p in s]
     assert sorted(flat) == sorted(p.play_id for p in plays if p.ms_played >= 30_000)
+
+
+@settings(max_examples=200, deadline=None)
+@given(plays=histories(), gap_s=st.sampled_from([0, 60, 1800]))
+def test_count_sessions_agrees_with_split_sessions(plays: list[Listen], gap_s: int) -> None:
+    long_enough = [p.end_ts for p in plays if p.ms_played >= 30_000]
+    assert count_sessions(long_enough, gap_s=gap_s) == len(split_sessions(plays, gap_s=gap_s))

@@ -238,3 +238,22 @@ def test_tiny_catalogues_work(tmp_path: Path) -> None:
     plays = synthetic.generate_plays(config)
     assert len(plays) == 300 and len({p.key for p in plays}) == 2
     assert synthetic.write_extended_export(plays, tmp_path, extras=True)
+
+
+def test_write_exports_lays_out_two_overlapping_exports(tmp_path: Path) -> None:
+    plays = list(plays_of(CONFIG))
+    written = synthetic.write_exports(plays, tmp_path, seed=2, account_days=200, account_lag_days=30)
+    assert {p.parent.name for p in written["account"]} == {"Spotify Account Data"}
+    assert {p.parent.name for p in written["extended"]} == {"Spotify Extended Streaming History"}
+    account = [r for p in written["account"] for r in json.loads(p.read_text(encoding="utf-8"))]
+    last = plays[-1].end_ts - 30 * 86_400
+    period = [p for p in plays if last - 200 * 86_400 < p.end_ts <= last]
+    assert [(r["artistName"], r["trackName"], r["msPlayed"]) for r in account] == [
+        (p.artist, p.title, p.ms_played) for p in period
+    ]
+    # Part of the history is in both exports, part only in the extended one.
+    assert 0 < len(account) < len(plays)
+    only_extended = synthetic.write_exports(plays, tmp_path / "x", formats=["extended"], extras=False)
+    assert list(only_extended) == ["extended"]
+    with pytest.raises(ValueError, match="unknown export format"):
+        synthetic.write_exports(plays, tmp_path / "y", formats=["csv"])

@@ -1,17 +1,37 @@
-"""Commands about the local library: `info` (the data directory and database)."""
+"""Commands about the local library: `info`, `stats`, and `demo` (a synthetic listener)."""
 
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
 
+import structlog
 import typer
-from sqlalchemy import func
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from sqlalchemy import Engine, func
 from sqlmodel import Session, select
 
 from service import tables
-from service.cli.app import app, out_console, settings
+from service.cli.app import app, err_console, out_console, settings
 from service.db import DatabaseError, database_path, open_database
+from service.demo import DEFAULT_PLAYS, DemoError, ensure_demo_export
+from service.library import library_stats
+from service.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+def _open(s: Settings) -> Engine:
+    try:
+        return open_database(s.data_dir)
+    except DatabaseError as exc:
+        log.error("cannot open the database", error=str(exc))
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -21,11 +41,7 @@ def info(
 ) -> None:
     """Where songnet keeps its data, and the database's schema version and size."""
     s = settings(ctx)
-    try:
-        engine = open_database(s.data_dir)
-    except DatabaseError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    engine = _open(s)
     with Session(engine) as session:
         plays = session.exec(select(func.count()).select_from(tables.PlayRow)).one()
         version = session.exec(select(tables.SchemaInfo.version)).one()
@@ -36,3 +52,133 @@ def info(
     else:
         for k, v in result.items():
             out_console.print(f"{k}: {v}", highlight=False)
+
+
+def _stats_of(engine: Engine, s: Settings, top: int) -> dict[str, Any]:
+    return library_stats(engine, top=top, min_ms=s.min_play_ms, gap_s=round(s.session_gap_minutes * 60))
+
+
+def print_stats(stats: dict[str, Any]) -> None:
+    """The stats as tables for people (stdout)."""
+    if not stats["plays"]:
+        out_console.print("No plays stored yet: import your Spotify export with `songnet import PATH`.")
+        return
+    summary = Table(title="Your library", show_header=False, title_justify="left")
+    summary.add_column(style="bold")
+    summary.add_column(justify="right")
+    secs = stats["min_ms"] // 1000
+    for label, value in [
+        ("plays", f"{stats['plays']:,}"),
+        ("tracks", f"{stats['tracks']:,}"),
+        ("artists", f"{stats['artists']:,}"),
+        (f"sessions (plays ≥ {secs} s, {stats['gap_s'] // 60} min gaps)", f"{stats['sessions']:,}"),
+        ("first play (UTC)", stats["first_play"]),
+        ("last play (UTC)", stats["last_play"]),
+        ("hours listened", f"{stats['listening_hours']:,}"),
+        ("skipped (flagged by Spotify)", f"{stats['skipped']:,}"),
+        (f"short plays (< {secs} s)", f"{stats['short_plays']:,}"),
+        ("from extended history / account data", f"{stats['sources']['extended']:,} / {stats['sources']['account']:,}"),
+    ]:
+        summary.add_row(label, value)
+    out_console.print(summary)
+    artists = Table(title=f"Top artists (plays ≥ {secs} s)", title_justify="left")
+    artists.add_column("#", justify="right")
+    artists.add_column("artist")
+    artists.add_column("plays", justify="right")
+    for n, row in enumerate(stats["top_artists"], 1):
+        artists.add_row(str(n), row["artist"], f"{row['plays']:,}")
+    out_console.print(artists)
+    tracks = Table(title=f"Top tracks (plays ≥ {secs} s)", title_justify="left")
+    tracks.add_column("#", justify="right")
+    tracks.add_column("track")
+    tracks.add_column("artist")
+    tracks.add_column("plays", justify="right")
+    for n, row in enumerate(stats["top_tracks"], 1):
+        tracks.add_row(str(n), row["title"], row["artist"], f"{row['plays']:,}")
+    out_console.print(tracks)
+
+
+@app.command()
+def stats(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+    top: Annotated[int, typer.Option("--top", min=0, help="How many top artists and tracks.")] = 10,
+) -> None:
+    """What your library holds: plays, tracks, artists, sessions, dates, top artists and tracks."""
+    s = settings(ctx)
+    result = _stats_of(_open(s), s, top)
+    if as_json:
+        print(json.dumps(result, ensure_ascii=False))
+    else:
+        print_stats(result)
+
+
+@contextmanager
+def _progress(description: str) -> Iterator[Progress]:
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        yield progress
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    plays: Annotated[int, typer.Option("--plays", min=1, max=2_000_000, help="Plays of the synthetic listener.")] = DEFAULT_PLAYS,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the synthetic listener.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+) -> None:
+    """Write a synthetic listener's two overlapping exports, import them, and print the stats.
+
+    The exports go to DATA_DIR/demo-export/ (once); importing again changes nothing.
+    """
+    from service.importer import import_paths
+
+    s = settings(ctx)
+    engine = _open(s)
+    try:
+        with err_console.status(f"Writing a synthetic export of {plays:,} plays…"):
+            export = ensure_demo_export(s.data_dir, plays=plays, seed=seed)
+    except DemoError as exc:
+        log.error("demo export unusable", error=str(exc))
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        log.error("cannot write the demo export", error=str(exc), data_dir=str(s.data_dir))
+        typer.echo(f"error: cannot write the demo export into {s.data_dir}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if not as_json:
+        verb = "Wrote" if export.created else "Found"
+        err_console.print(f"{verb} the demo export in {export.folder}", highlight=False)
+
+    with _progress("Importing") as progress:
+        task = progress.add_task("Importing", total=None)
+
+        def on_progress(done: int, total: int, label: str) -> None:
+            progress.update(task, completed=done, total=total, description=f"Importing {label.rsplit('/', 1)[-1]}")
+
+        results = import_paths(engine, export.files, on_progress=on_progress)
+    failed = [r for r in results if r.status == "failed"]
+    for r in failed:
+        typer.echo(f"error: {r.path}: {r.error}", err=True)
+    result = _stats_of(engine, s, 10)
+    if as_json:
+        print(json.dumps({"export": str(export.folder), "files": [r.to_json() for r in results], "stats": result}, ensure_ascii=False))
+    else:
+        _print_import_summary(results)
+        print_stats(result)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _print_import_summary(results: list[Any]) -> None:
+    statuses = Counter(r.status for r in results)
+    skipped: Counter[str] = Counter()
+    for r in results:
+        skipped.update(r.skipped)
+    parts = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
+    skip_text = ", ".join(f"{reason} {n:,}" for reason, n in sorted(skipped.items())) or "none"
+    err_console.print(
+        f"Import: {len(results)} files ({parts}); {sum(r.imported for r in results):,} plays added, "
+        f"{sum(r.duplicates for r in results):,} duplicates, skipped: {skip_text}",
+        highlight=False,
+    )
