@@ -166,7 +166,7 @@ def test_demo_imports_both_overlapping_exports_once(tmp_path: Path) -> None:
     assert 0 < sum(f["duplicates"] for f in files) == sum(f["records"] for f in account) < 2500
     for f in files:
         assert f["records"] == f["imported"] + f["duplicates"] + sum(f["skipped"].values())
-    skipped = Counter()
+    skipped: Counter[str] = Counter()
     for f in extended:
         skipped.update(f["skipped"])
     assert skipped["episode"] > 0 and skipped["video"] > 0
