@@ -852,13 +852,14 @@ def write_exports(
     extras: bool = True,
     records_per_file: int = EXTENDED_RECORDS_PER_FILE,
     account_days: int = 365,
-    account_lag_days: int = 60,
+    account_lag_days: int | None = None,
 ) -> dict[str, list[Path]]:
     """Both exports a listener would download, laid out as Spotify's zips unpack.
 
     The extended history holds every play (in `Spotify Extended Streaming History/`); the
     account data (in `Spotify Account Data/`) the `account_days` before a request made
-    `account_lag_days` before the last play, so the two overlap on part of the history.
+    `account_lag_days` before the last play (default: a quarter of the history's span, at
+    most 60 days), so the two overlap on part of the history.
     Returns the files written by format ("account", "extended").
     """
     unknown = set(formats) - {"account", "extended"}
@@ -866,7 +867,11 @@ def write_exports(
         raise ValueError(f"unknown export format(s): {', '.join(sorted(unknown))}")
     written: dict[str, list[Path]] = {}
     if "account" in formats:
-        end = max(p.end_ts for p in plays) - account_lag_days * 86_400 if plays else None
+        end = None
+        if plays:
+            first, last = min(p.end_ts for p in plays), max(p.end_ts for p in plays)
+            lag_s = min(60 * 86_400, (last - first) // 4) if account_lag_days is None else account_lag_days * 86_400
+            end = last - lag_s
         period = account_period(plays, days=account_days, end_ts=end)
         written["account"] = write_account_export(period, folder / ACCOUNT_FOLDER)
     if "extended" in formats:

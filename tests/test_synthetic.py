@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from collections import Counter, defaultdict
 from datetime import UTC, date, datetime
 from functools import cache
@@ -257,3 +259,21 @@ def test_write_exports_lays_out_two_overlapping_exports(tmp_path: Path) -> None:
     assert list(only_extended) == ["extended"]
     with pytest.raises(ValueError, match="unknown export format"):
         synthetic.write_exports(plays, tmp_path / "y", formats=["csv"])
+
+
+def test_the_script_writes_exports_and_refuses_to_mix_runs(tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parent.parent / "scripts" / "make_synthetic_export.py"
+    out = tmp_path / "export"
+    args = [sys.executable, str(script), "--plays", "1200", "--seed", "9", "--account-lag-days", "10", "--out", str(out)]
+    done = subprocess.run(args, capture_output=True, text=True, check=False, timeout=120)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["plays"] == 1200 and summary["bytes"] > 0
+    extended = [Path(p) for p in summary["files"]["extended"]]
+    music = [r for p in extended if "Audio" in p.name
+             for r in json.loads(p.read_text(encoding="utf-8")) if r["master_metadata_track_name"]]  # fmt: skip
+    expected = synthetic.generate_plays(SyntheticConfig(n_plays=1200, seed=9))
+    assert [(r["master_metadata_track_name"], r["ms_played"]) for r in music] == [(p.title, p.ms_played) for p in expected]
+    assert summary["files"]["account"]
+    again = subprocess.run(args, capture_output=True, text=True, check=False, timeout=120)
+    assert again.returncode == 2 and "not empty" in again.stderr
