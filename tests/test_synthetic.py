@@ -277,3 +277,32 @@ def test_the_script_writes_exports_and_refuses_to_mix_runs(tmp_path: Path) -> No
     assert summary["files"]["account"]
     again = subprocess.run(args, capture_output=True, text=True, check=False, timeout=120)
     assert again.returncode == 2 and "not empty" in again.stderr
+
+
+@pytest.mark.parametrize("account_first", [True, False], ids=["account-first", "extended-first"])
+def test_overlapping_exports_import_as_exactly_the_synthetic_plays(tmp_path: Path, account_first: bool) -> None:
+    """Both exports of one listener, imported in either order: every play once, no doubles."""
+    from service.db import open_database
+    from service.importer import import_paths
+    from service.library import load_listens, load_tracks
+
+    plays = list(plays_of(CONFIG))
+    written = synthetic.write_exports(plays, tmp_path / "export", seed=3)
+    account_records = sum(len(json.loads(p.read_text(encoding="utf-8"))) for p in written["account"])
+    assert 0 < account_records < len(plays)
+    files = written["account"] + written["extended"] if account_first else written["extended"] + written["account"]
+    engine = open_database(tmp_path / "data")
+    results = import_paths(engine, files)
+    assert {r.status for r in results} == {"imported"}
+    assert sum(r.imported for r in results) == len(plays)
+    assert sum(r.duplicates for r in results) == account_records
+    tracks = load_tracks(engine)
+    stored = sorted(
+        (tracks[x.track_id].artist, tracks[x.track_id].title, x.end_ts, x.ms_played, x.skipped)
+        for x in load_listens(engine)
+    )
+    # The richer extended record is what stays: exact end times and skip flags.
+    assert stored == sorted((p.artist, p.title, p.end_ts, p.ms_played, p.skipped) for p in plays)
+    # Importing both again changes nothing.
+    assert {r.status for r in import_paths(engine, files)} == {"already-imported"}
+    assert len(load_listens(engine)) == len(plays)
