@@ -1,0 +1,144 @@
+"""The model module and its checkpoints, on tiny random instances."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from songnet_core.dataset import N_CONTEXT, Vocabulary, build_sequence
+from songnet_core.model import (
+    Batch,
+    CheckpointError,
+    ModelConfig,
+    PlayContext,
+    SongNet,
+    load_checkpoint,
+    save_checkpoint,
+)
+from tests.test_evaluate import history
+
+C, OWN, ARTISTS = 12, 6, 4
+
+
+def tiny(copy: bool = True, features: int = 0) -> SongNet:
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        n_classes=C, n_own=OWN, n_artists=ARTISTS, n_context=N_CONTEXT, n_track_features=features,
+        dim=8, hidden=16, dropout=0.0, copy=copy,
+    )  # fmt: skip
+    own = torch.tensor([1, 2, 3, 4, 5, 0, 0, 0, 0, 0, 0, 0])
+    artist = torch.tensor([1, 1, 2, 2, 3, 3, 1, 2, 3, 0, 1, 2])
+    feats = torch.rand(C, features) if features else None
+    return SongNet(cfg, own, artist, feats).eval()
+
+
+def batch(b: int = 2, t: int = 7, seed: int = 0) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    cls = torch.randint(-1, C, (b, t), generator=g)
+    own = torch.where(cls >= 0, torch.randint(0, OWN, (b, t), generator=g), 0)
+    artist = torch.randint(0, ARTISTS, (b, t), generator=g)
+    return Batch(cls, own, artist, torch.randn(b, t, N_CONTEXT, generator=g))
+
+
+@pytest.mark.parametrize("copy", [True, False])
+@pytest.mark.parametrize("features", [0, 3])
+def test_log_probabilities_are_normalised_and_match_the_loss(copy: bool, features: int) -> None:
+    model = tiny(copy, features)
+    x = batch()
+    logp, loss = model(x)
+    assert loss is None and logp is not None
+    assert logp.shape == (2, 7, C)
+    assert torch.allclose(logp.exp().sum(-1), torch.ones(2, 7), atol=1e-4)
+    targets = torch.randint(0, C, (2, 7), generator=torch.Generator().manual_seed(3))
+    targets[0, 0] = -1  # ignored
+    _, loss = model(x, targets)
+    assert loss is not None
+    keep = targets >= 0
+    expected = -logp.gather(2, targets.clamp(min=0)[..., None]).squeeze(-1)[keep].mean()
+    assert torch.allclose(loss, expected, atol=1e-4)
+
+
+def test_predictions_depend_only_on_the_past() -> None:
+    model = tiny()
+    x = batch(b=1, t=6)
+    changed = Batch(x.cls.clone(), x.own.clone(), x.artist.clone(), x.context.clone())
+    changed.cls[0, 4:] = torch.tensor([3, 4])
+    changed.context[0, 4:] += 1.0
+    a, _ = model(x)
+    b, _ = model(changed)
+    assert a is not None and b is not None
+    assert torch.allclose(a[0, :4], b[0, :4], atol=1e-6)
+    assert not torch.allclose(a[0, 4:], b[0, 4:])
+
+
+def test_copy_expert_puts_mass_on_tracks_in_the_window() -> None:
+    model = tiny(copy=True)
+    with torch.no_grad():
+        model.gate.bias.fill_(-20.0)  # all weight on copying
+    x = batch(b=1, t=5)
+    x.cls[0] = torch.tensor([2, 7, -1, 9, 7])
+    logp, _ = model(x)
+    assert logp is not None
+    p = logp[0, -1].exp()
+    assert torch.isclose(p[[2, 7, 9]].sum(), torch.tensor(1.0), atol=1e-4)
+    # The first step can copy only its own track.
+    assert torch.isclose(logp[0, 0].exp()[2], torch.tensor(1.0), atol=1e-4)
+
+
+def test_gradients_reach_every_parameter() -> None:
+    model = tiny(copy=True, features=3).train()
+    _, loss = model(batch(), torch.randint(0, C, (2, 7)))
+    assert loss is not None
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert missing == []
+
+
+def test_checkpoint_round_trip_scores_the_same() -> None:
+    seq = build_sequence(history([[1, 2, 3], [2, 3, 4], [1, 3, 5]]))
+    vocab = Vocabulary.build(seq, min_count=2)
+    cfg = ModelConfig(n_classes=vocab.n_classes, n_own=vocab.n_own, n_artists=vocab.n_artists, n_context=N_CONTEXT, dim=8, hidden=8)
+    model = SongNet(cfg, torch.from_numpy(vocab.own), torch.from_numpy(vocab.artist)).eval()
+    data = save_checkpoint(model, vocab, {"val_hr@10": 0.5}, window=32, info={"note": "test"})
+    loaded = load_checkpoint(data)
+    assert loaded.metrics == {"val_hr@10": 0.5} and loaded.window == 32 and loaded.info == {"note": "test"}
+    assert loaded.track_ids.tolist() == vocab.track_ids.tolist()
+    ctx = PlayContext(ts=1_700_000_000, tz="Europe/Berlin")
+    s = loaded.next_scores([1, 2], ctx)
+    assert s.shape == (vocab.n_classes,)
+    assert np.isclose(np.exp(s).sum(), 1.0, atol=1e-4)
+    from songnet_core.model import LoadedModel
+
+    again = LoadedModel(model, vocab, 32, {}, {}).next_scores([1, 2], ctx)
+    assert np.allclose(s, again, atol=1e-6)
+    # A track that is not a class still reads as context through its artist.
+    unknown = loaded.next_scores([1, 99], ctx, history_artist_ids=[1, 2])
+    assert unknown.shape == s.shape and not np.allclose(unknown, loaded.next_scores([1, 99], ctx))
+
+
+def test_next_scores_uses_the_hour_of_the_context() -> None:
+    seq = build_sequence(history([[1, 2, 3], [2, 3, 4]]))
+    vocab = Vocabulary.build(seq, min_count=1)
+    cfg = ModelConfig(n_classes=vocab.n_classes, n_own=vocab.n_own, n_artists=vocab.n_artists, n_context=N_CONTEXT, dim=8, hidden=8, dropout=0.0)
+    torch.manual_seed(0)
+    model = SongNet(cfg, torch.from_numpy(vocab.own), torch.from_numpy(vocab.artist))
+    loaded = load_checkpoint(save_checkpoint(model, vocab, {}, window=16))
+    morning = loaded.next_scores([1, 2], PlayContext(ts=1_700_000_000 - 6 * 3600))
+    evening = loaded.next_scores([1, 2], PlayContext(ts=1_700_000_000))
+    assert not np.allclose(morning, evening)
+
+
+@pytest.mark.parametrize("data", [b"", b"not a checkpoint", b"PK\x03\x04garbage"])
+def test_foreign_bytes_are_a_clear_error(data: bytes) -> None:
+    with pytest.raises(CheckpointError):
+        load_checkpoint(data)
+
+
+def test_next_scores_needs_history() -> None:
+    seq = build_sequence(history([[1, 2], [2, 1]]))
+    vocab = Vocabulary.build(seq, min_count=1)
+    cfg = ModelConfig(n_classes=vocab.n_classes, n_own=vocab.n_own, n_artists=vocab.n_artists, n_context=N_CONTEXT, dim=4, hidden=4)
+    loaded = load_checkpoint(save_checkpoint(SongNet(cfg, torch.from_numpy(vocab.own), torch.from_numpy(vocab.artist)), vocab, {}, window=8))
+    with pytest.raises(ValueError, match="history"):
+        loaded.next_scores([])
