@@ -7,7 +7,7 @@ step in `db.py` for any change to a table that has shipped.
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Index, LargeBinary, UniqueConstraint
+from sqlalchemy import Column, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -67,9 +67,9 @@ class PlayRow(SQLModel, table=True):
 
     __tablename__ = "play"
     __table_args__ = (
-        # Within one format only identical records are duplicates.
-        UniqueConstraint("source", "track_id", "end_ts", "ms_played", name="uq_play_identical"),
-        Index("ix_play_track_end", "track_id", "end_ts"),
+        # Within one format only identical records are duplicates. Led by (track_id, end_ts),
+        # it is also the index for a track's plays by time: one index less to fill on import.
+        UniqueConstraint("track_id", "end_ts", "ms_played", "source", name="uq_play_identical"),
     )
     id: int | None = Field(default=None, primary_key=True)
     track_id: int = Field(foreign_key="track.id")

@@ -20,6 +20,9 @@ _SPACE = re.compile(r"\s+")
 
 def normalise(text: str) -> str:
     """Case-, accent- and whitespace-insensitive form of a name."""
+    if text.isascii():
+        # Nothing to decompose or strip (the common case): about 3x faster.
+        return _SPACE.sub(" ", text.casefold()).strip()
     decomposed = unicodedata.normalize("NFKD", text)
     stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
     return _SPACE.sub(" ", stripped.casefold()).strip()

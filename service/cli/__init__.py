@@ -6,5 +6,6 @@ from service.cli.app import app, main
 from service.cli import library  # noqa: F401  isort: skip
 from service.cli import daemon  # noqa: F401  isort: skip
 from service.cli import spotify  # noqa: F401  isort: skip
+from service.cli import importing  # noqa: F401  isort: skip
 
 __all__ = ["app", "main"]

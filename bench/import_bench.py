@@ -1,0 +1,168 @@
+"""Import benchmark: songnet's import of a synthetic 500k-play extended export against a floor.
+
+    .venv/bin/python bench/import_bench.py [--plays 500000] [--repeat 3] [--workdir DIR]
+
+Builds (once, cached in the work folder) a synthetic extended streaming history of `--plays`
+music plays, written as Spotify writes it (2-space indented JSON, ~15k records per file, with
+podcasts, audiobooks and a video file around the music). Then, `--repeat` times each:
+
+- floor: `json.load` of each file plus one `sqlite3` `executemany` of its plays into a bare
+  table, all in one transaction, in a fresh database;
+- import: `songnet`'s `import_paths` into a fresh data directory, in a subprocess whose peak
+  RSS (`ru_maxrss`) is read at the end;
+- re-import: `import_paths` of the same files again into that database (nothing to do).
+
+Prints each run, then the medians, the ratio import / floor, and the goals (import <= 2x floor,
+peak RSS <= 1 GiB, re-import <= 2 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from songnet_core.synthetic import SyntheticConfig, generate_plays, write_extended_export  # noqa: E402
+
+GOAL_RATIO = 2.0
+GOAL_RSS_BYTES = 1 << 30
+GOAL_REIMPORT_S = 2.0
+
+_CHILD = r"""
+import json, resource, sys, time
+from pathlib import Path
+from service.db import open_database
+from service.importer import import_paths
+from service.logging import configure_logging
+
+configure_logging("json", "warning")
+data_dir, export = Path(sys.argv[1]), Path(sys.argv[2])
+engine = open_database(data_dir)
+t0 = time.perf_counter()
+first = import_paths(engine, [export])
+t1 = time.perf_counter()
+again = import_paths(engine, [export])
+t2 = time.perf_counter()
+print(json.dumps({
+    "import_s": t1 - t0,
+    "reimport_s": t2 - t1,
+    "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    "imported": sum(r.imported for r in first),
+    "records": sum(r.records for r in first),
+    "statuses": sorted({r.status for r in first}),
+    "statuses_again": sorted({r.status for r in again}),
+}))
+"""
+
+
+def build_export(workdir: Path, n_plays: int) -> list[Path]:
+    folder = workdir / f"export-{n_plays}"
+    marker = folder / ".complete"
+    if marker.exists():
+        return sorted(p for p in folder.glob("*.json"))
+    shutil.rmtree(folder, ignore_errors=True)
+    t0 = time.perf_counter()
+    config = SyntheticConfig(n_plays=n_plays, n_artists=3000, tracks_per_artist=12, seed=500)
+    plays = generate_plays(config)
+    paths = write_extended_export(plays, folder, seed=500)
+    marker.write_text("ok")
+    size = sum(p.stat().st_size for p in paths)
+    print(f"built {len(paths)} files, {size / 2**20:.0f} MiB, {len(plays)} plays in {time.perf_counter() - t0:.1f} s")
+    return sorted(paths)
+
+
+def floor(paths: list[Path], db: Path) -> tuple[float, int]:
+    """json.load of each file + executemany of its plays into a bare table, one transaction."""
+    db.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    conn = sqlite3.connect(db)
+    conn.execute(
+        "CREATE TABLE play (ts TEXT, ms_played INTEGER, artist TEXT, title TEXT, album TEXT,"
+        " uri TEXT, reason_start TEXT, reason_end TEXT, shuffle INTEGER, skipped INTEGER)"
+    )
+    n = 0
+    with conn:
+        for path in paths:
+            with path.open(encoding="utf-8") as fh:
+                records = json.load(fh)
+            rows = [
+                (
+                    r["ts"], r["ms_played"], r["master_metadata_album_artist_name"],
+                    r["master_metadata_track_name"], r["master_metadata_album_album_name"],
+                    r["spotify_track_uri"], r["reason_start"], r["reason_end"], r["shuffle"], r["skipped"],
+                )
+                for r in records
+                if r["master_metadata_track_name"]
+            ]  # fmt: skip
+            conn.executemany("INSERT INTO play VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            n += len(rows)
+    conn.close()
+    return time.perf_counter() - t0, n
+
+
+def songnet_import(export: Path, data_dir: Path) -> dict[str, float]:
+    shutil.rmtree(data_dir, ignore_errors=True)
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(data_dir), str(export)],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--plays", type=int, default=500_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "songnet-import-bench")
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    paths = build_export(args.workdir, args.plays)
+    export = paths[0].parent
+    size = sum(p.stat().st_size for p in paths)
+    print(f"export: {len(paths)} files, {size / 2**20:.0f} MiB in {export}")
+
+    floors: list[float] = []
+    imports: list[float] = []
+    reimports: list[float] = []
+    rss: list[float] = []
+    for i in range(args.repeat):
+        f_s, f_n = floor(paths, args.workdir / "floor.db")
+        run = songnet_import(export, args.workdir / "data")
+        floors.append(f_s)
+        imports.append(run["import_s"])
+        reimports.append(run["reimport_s"])
+        rss.append(run["peak_rss_bytes"])
+        print(
+            f"run {i + 1}: floor {f_s:.2f} s ({f_n} plays) | import {run['import_s']:.2f} s "
+            f"({int(run['imported'])} plays of {int(run['records'])} records, {run['statuses']}) | "
+            f"re-import {run['reimport_s']:.2f} s ({run['statuses_again']}) | "
+            f"peak RSS {run['peak_rss_bytes'] / 2**20:.0f} MiB"
+        )
+    floor_s = statistics.median(floors)
+    import_s = statistics.median(imports)
+    reimport_s = statistics.median(reimports)
+    peak = max(rss)
+    ratio = import_s / floor_s
+    print()
+    print(f"median floor     {floor_s:7.2f} s")
+    print(f"median import    {import_s:7.2f} s   ratio {ratio:.2f}x   (goal <= {GOAL_RATIO:.1f}x: {'met' if ratio <= GOAL_RATIO else 'MISSED'})")
+    print(f"median re-import {reimport_s:7.2f} s   (goal <= {GOAL_REIMPORT_S:.0f} s: {'met' if reimport_s <= GOAL_REIMPORT_S else 'MISSED'})")
+    print(f"peak RSS (max)   {peak / 2**20:7.0f} MiB (goal <= 1024 MiB: {'met' if peak <= GOAL_RSS_BYTES else 'MISSED'})")
+
+
+if __name__ == "__main__":
+    main()
