@@ -43,6 +43,7 @@ from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 import pytest
 
+from service.logging import configure_logging
 from service.settings import Settings, load_settings
 from service.spotify.auth import TokenFile, token_path
 from service.spotify.client import SpotifyClient, client_from_settings
@@ -837,6 +838,16 @@ def make_client(
     # The fake is on 127.0.0.1: skip requests' per-call proxy and netrc lookups in the environment.
     client.session.trust_env = False
     return client, sleeper
+
+
+@pytest.fixture
+def fresh_logging() -> Iterator[None]:
+    """Logging on the real stderr for the test. Any earlier `CliRunner.invoke` left structlog
+    writing to a stream it has closed (the CLI's callback configures logging on the stderr it
+    was given), and the next log line would fail."""
+    configure_logging("auto", "info")
+    yield
+    configure_logging("auto", "info")
 
 
 @pytest.fixture

@@ -29,6 +29,9 @@ from service.spotify import errors as e
 from tests.conftest import REPO
 from tests.fake_spotify import FakeSpotify, make_client
 
+# Logs go to a live stderr whatever CLI test ran before.
+pytestmark = pytest.mark.usefixtures("fresh_logging")
+
 
 def _mode(path: Path) -> int:
     return path.stat().st_mode & 0o777
@@ -249,7 +252,9 @@ def test_cli_auth_two_steps_then_whoami(fake_spotify: FakeSpotify, tmp_path: Pat
     assert "Signed in as The Listener (listener)" in done.stderr
     who = runner.invoke(app, ["whoami", "--json"], env=env)
     assert who.exit_code == 0, who.output
-    assert json.loads(who.stdout)["id"] == "listener"
+    profile = json.loads(who.stdout)
+    assert profile["id"] == "listener" and profile["product"] == "premium"
+    assert set(auth.BASE_SCOPES) <= set(profile["scopes"])
 
 
 def test_cli_exit_codes_when_not_configured_or_not_signed_in(

@@ -14,6 +14,9 @@ from service.spotify.client import client_from_settings
 from service.spotify.retry import EventSleeper
 from tests.fake_spotify import FakeSpotify, Fault, make_client
 
+# Logs go to a live stderr whatever CLI test ran before.
+pytestmark = pytest.mark.usefixtures("fresh_logging")
+
 
 def test_transient_failures_are_retried_with_growing_jittered_backoff(
     fake_spotify: FakeSpotify, tmp_path: Path

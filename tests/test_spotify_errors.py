@@ -12,6 +12,9 @@ import requests
 from service.spotify import errors as e
 from tests.fake_spotify import FakeSpotify, Fault
 
+# Logs go to a live stderr whatever CLI test ran before.
+pytestmark = pytest.mark.usefixtures("fresh_logging")
+
 NOW = 1_700_000_000.0
 
 

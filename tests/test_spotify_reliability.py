@@ -10,6 +10,9 @@ import pytest
 
 from tests.spotify_reliability import run_reliability
 
+# Logs go to a live stderr whatever CLI test ran before.
+pytestmark = pytest.mark.usefixtures("fresh_logging")
+
 
 @pytest.mark.slow
 def test_100_syncs_under_40_percent_transient_failures_all_converge() -> None:

@@ -16,6 +16,9 @@ from service.spotify.resolve import DAY, Resolver, search_queries
 from songnet_core.history import normalise, track_key
 from tests.fake_spotify import FakeSpotify, FakeTrack, make_client
 
+# Logs go to a live stderr whatever CLI test ran before.
+pytestmark = pytest.mark.usefixtures("fresh_logging")
+
 
 def result(name: str, *artists: str, uri: str = "spotify:track:" + "x" * 22) -> dict[str, object]:
     return {"name": name, "uri": uri, "artists": [{"name": a} for a in artists]}

@@ -22,6 +22,9 @@ from service.spotify.client import SpotifyClient
 from service.spotify.sync import DESCRIPTION_MAX, SyncRun, describe, marker_for, sync_playlists
 from tests.fake_spotify import FakePlaylist, FakeSpotify, Fault, RecordingSleeper, make_client
 
+# Logs go to a live stderr whatever CLI test ran before.
+pytestmark = pytest.mark.usefixtures("fresh_logging")
+
 
 @dataclass
 class Track:

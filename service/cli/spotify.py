@@ -21,9 +21,9 @@ from service.db import DatabaseError, open_database
 from service.settings import PlaylistConfig, Settings
 from service.spotify.auth import (
     RedirectListener,
+    TokenFile,
     begin_sign_in,
     complete_sign_in,
-    scopes_for,
     token_path,
 )
 from service.spotify.client import client_from_settings
@@ -171,6 +171,7 @@ def whoami(
     try:
         engine = open_database(s.data_dir)
         profile = client_from_settings(s, engine).me()
+        token = TokenFile(token_path(s)).get_cached_token() or {}
     except DatabaseError as exc:
         raise _fail(str(exc), None, 1) from None
     except AuthError as exc:
@@ -181,7 +182,7 @@ def whoami(
         "id": profile.get("id"),
         "display_name": profile.get("display_name"),
         "product": profile.get("product"),
-        "scopes": scopes_for(s),
+        "scopes": sorted(str(token.get("scope") or "").split()),
         "token_file": str(token_path(s)),
     }
     if as_json:

@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any, Literal, Protocol
 
 import structlog
@@ -123,9 +123,9 @@ def _trim(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def describe(playlist: GeneratedPlaylistLike, *, now: float) -> str:
-    """Date, seeds, model version and marker, within Spotify's 300 characters."""
-    date = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
+def describe(playlist: GeneratedPlaylistLike, *, now: float, zone: tzinfo = UTC) -> str:
+    """Date (in the listener's zone), seeds, model version and marker, within 300 characters."""
+    date = datetime.fromtimestamp(now, zone).strftime("%Y-%m-%d")
     marker = marker_for(playlist.config_id)
     model = f" Model {playlist.model_version}." if playlist.model_version is not None else ""
     head = f"Made by songnet on {date}."
@@ -148,11 +148,13 @@ class PlaylistSyncer:
         resolver: Resolver,
         *,
         wall_clock: Callable[[], float] = time.time,
+        zone: tzinfo = UTC,
     ) -> None:
         self.client = client
         self.engine = engine
         self.resolver = resolver
         self.wall_clock = wall_clock
+        self.zone = zone
         self._user_id: str | None = None
 
     @property
@@ -192,13 +194,15 @@ class PlaylistSyncer:
         try:
             uris, unresolved = self._resolve(playlist)
             outcome.unresolved = unresolved
-            spotify_id, outcome.created = self._ensure_playlist(config, describe(playlist, now=now))
+            spotify_id, outcome.created = self._ensure_playlist(
+                config, describe(playlist, now=now, zone=self.zone)
+            )
             outcome.spotify_id = spotify_id
             self._write_items(spotify_id, uris)
             self.client.change_playlist_details(
                 spotify_id,
                 name=_trim(config.name, NAME_MAX),
-                description=describe(playlist, now=now),
+                description=describe(playlist, now=now, zone=self.zone),
                 public=config.public,
             )
         except Deferred as exc:
@@ -485,7 +489,7 @@ def sync_playlists(
             miss_retry_days=settings.spotify_resolve_miss_retry_days,
             wall_clock=wall_clock,
         )
-        syncer = PlaylistSyncer(client, engine, resolver, wall_clock=wall_clock)
+        syncer = PlaylistSyncer(client, engine, resolver, wall_clock=wall_clock, zone=settings.zone)
     for playlist in playlists:
         config = config_for(settings, playlist)
         if stopped is not None or syncer is None:
