@@ -187,7 +187,20 @@ def load_promoted(engine: Engine) -> LoadedModel | None:
     found = promoted_checkpoint(engine)
     if found is None:
         return None
-    stored, data = found
+    return _load(*found)
+
+
+def load_model(engine: Engine, model_id: int) -> LoadedModel | None:
+    """Version `model_id`, ready to score; None when it is gone or cannot be loaded."""
+    with Session(engine) as session:
+        row = session.get(tables.ModelVersion, model_id)
+        if row is None:
+            return None
+        found = (_stored(row), bytes(row.checkpoint))
+    return _load(*found)
+
+
+def _load(stored: StoredModel, data: bytes) -> LoadedModel | None:
     from songnet_core.model import CheckpointError, load_checkpoint
 
     try:

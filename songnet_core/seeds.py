@@ -101,31 +101,35 @@ class SeedIndex:
         return found
 
     def closest(self, text: str, n: int = 5) -> list[TrackInfo]:
-        """The library tracks whose "artist - title" reads closest to `text`."""
+        """The library tracks whose artist and title read closest to `text`."""
         if self._names is None:
             self._names = [normalise(display_name(t)) for t in self.tracks]
         query = normalise(text)
-        picked: list[TrackInfo] = []
-        seen: set[int] = set()
-        # Whole-name similarity first, then a title-only look for seeds missing their artist.
-        by_name = {name: i for i, name in enumerate(self._names)}
-        for name in difflib.get_close_matches(query, list(by_name), n=n, cutoff=0.5):
-            t = self.tracks[by_name[name]]
-            if t.track_id not in seen:
-                seen.add(t.track_id)
-                picked.append(t)
-        if len(picked) < n:
-            titles: dict[str, list[int]] = {}
-            for i, t in enumerate(self.tracks):
-                titles.setdefault(normalise(t.title), []).append(i)
-            last = _splits(text)[-1][1] if _splits(text) else text
-            for title in difflib.get_close_matches(normalise(last), list(titles), n=n, cutoff=0.6):
-                for i in titles[title]:
-                    t = self.tracks[i]
-                    if t.track_id not in seen and len(picked) < n:
-                        seen.add(t.track_id)
-                        picked.append(t)
-        return picked
+        readings = [(normalise(a), normalise(t)) for a, t in _splits(text)] or [("", query)]
+        scored: list[tuple[float, int]] = []
+        for i, track in enumerate(self.tracks):
+            score = _ratio(query, self._names[i])
+            title = normalise(track.title)
+            artist = normalise(track.artist)
+            for q_artist, q_title in readings:
+                # A title typed short ("Estrela" for "Estrella sueño camino") reads like its start.
+                t = max(_ratio(q_title, title), 0.95 * _ratio(q_title, title[: len(q_title) + 1]))
+                if len(q_title) >= 4 and q_title in title:
+                    t = max(t, 0.8)
+                a = _ratio(q_artist, artist) if q_artist else 0.5
+                score = max(score, 0.4 * a + 0.6 * t)
+            if score >= 0.5:
+                scored.append((score, i))
+        scored.sort(key=lambda si: (-si[0], si[1]))
+        return [self.tracks[i] for _, i in scored[:n]]
+
+
+def _ratio(a: str, b: str) -> float:
+    m = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    # The cheap upper bounds first: most of a library is nowhere near the query.
+    if m.real_quick_ratio() < 0.5 or m.quick_ratio() < 0.5:
+        return 0.0
+    return m.ratio()
 
 
 def _splits(text: str) -> list[tuple[str, str]]:

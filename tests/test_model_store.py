@@ -66,3 +66,77 @@ def test_prune_keeps_the_newest_and_never_the_promoted(engine: Engine) -> None:
 def test_unloadable_promoted_checkpoint_is_reported_not_raised(engine: Engine) -> None:
     model_store.save_model(engine, b"not a checkpoint", {}, watermark_play_id=1, plays_trained=1, promote=True)
     assert model_store.load_promoted(engine) is None
+
+
+# --- Training end to end: store, compare on the same split, promote or keep, prune ----------
+
+from service.settings import load_settings  # noqa: E402
+from service.training import TrainingError, train_and_maybe_promote  # noqa: E402
+from songnet_core.synthetic import SyntheticConfig, generate_plays  # noqa: E402
+from songnet_core.train import TrainConfig  # noqa: E402
+from tests.library_rows import store_plays  # noqa: E402
+
+TINY = TrainConfig(dim=16, hidden=32, window=64, batch_size=16, max_epochs=2, patience=1, threads=1, seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic library of 2,500 plays and its first promoted model (shared, copied per test)."""
+    data = tmp_path_factory.mktemp("library")
+    e = open_database(data)
+    store_plays(e, generate_plays(SyntheticConfig(n_plays=2500, n_artists=40, n_clusters=4, seed=5)))
+    first = train_and_maybe_promote(e, load_settings(data_dir=data, timezone="Europe/Berlin"), config=TINY)
+    assert first.promoted and first.reason == "no promoted model yet"
+    e.dispose()
+    return data
+
+
+def copy_library(src: Path, dst: Path) -> Engine:
+    from service.db import backup_database, database_path
+
+    backup_database(database_path(src), database_path(dst))
+    return open_database(dst)
+
+
+def test_equal_model_is_promoted_and_worse_model_is_kept_out(trained_library: Path, tmp_path: Path) -> None:
+    engine = copy_library(trained_library, tmp_path)
+    s = load_settings(data_dir=tmp_path, timezone="Europe/Berlin")
+    first = model_store.promoted_model(engine)
+    assert first is not None and "trained_until_ts" in first.metrics
+    # Same data and seed: the same model, equal on the same steps, so promoted.
+    same = train_and_maybe_promote(engine, s, config=TINY)
+    assert same.promoted
+    assert same.compared_steps > 30
+    assert same.current_hr10 == pytest.approx(same.new_hr10_same_steps)
+    # Untrained weights: far worse on the same steps, so the promoted model stays.
+    broken = train_and_maybe_promote(engine, s, config=TrainConfig(**{**TINY.__dict__, "lr": 1e-9, "max_epochs": 1}))
+    assert not broken.promoted
+    assert broken.current_hr10 is not None and broken.new_hr10_same_steps is not None
+    assert broken.new_hr10_same_steps < broken.current_hr10 - 0.005
+    assert "keeping the promoted model" in broken.reason
+    versions = model_store.list_models(engine)
+    assert [m.id for m in versions if m.promoted] == [same.model_version]
+    assert versions[0].id == broken.model_version and versions[0].note == broken.reason
+    assert model_store.load_promoted(engine) is not None
+    engine.dispose()
+
+
+def test_training_prunes_old_versions_and_a_stop_stores_nothing(trained_library: Path, tmp_path: Path) -> None:
+    engine = copy_library(trained_library, tmp_path)
+    s = load_settings(data_dir=tmp_path)
+    before = model_store.list_models(engine)
+    stopped = train_and_maybe_promote(engine, s, config=TINY, should_stop=lambda: True)
+    assert stopped.stopped and stopped.model_version is None
+    assert model_store.list_models(engine) == before
+    one = train_and_maybe_promote(engine, s, config=TINY, keep=2)
+    two = train_and_maybe_promote(engine, s, config=TINY, keep=2)
+    assert one.promoted and two.promoted and one.pruned == []
+    assert two.pruned == [before[0].id]
+    ids = [m.id for m in model_store.list_models(engine)]
+    assert ids == [two.model_version, one.model_version]
+    engine.dispose()
+
+
+def test_training_without_plays_says_what_to_do(engine: Engine, tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match="songnet import"):
+        train_and_maybe_promote(engine, load_settings(data_dir=tmp_path), config=TINY)

@@ -80,3 +80,14 @@ def test_resolve_seeds_keeps_order() -> None:
     assert [t.track_id for t in got] == [2, 1]
     with pytest.raises(SeedError, match="empty"):
         resolve_seeds([" "], LIBRARY)
+
+
+def test_a_title_typed_short_finds_its_track_first() -> None:
+    library = [
+        TrackInfo(1, 1, "The Sols", "Estrella sueño camino"),
+        TrackInfo(2, 2, "The Beijos", "Brisa sertão estrela"),
+        TrackInfo(3, 1, "The Sols", "Vida"),
+    ]
+    with pytest.raises(SeedError) as err:
+        SeedIndex(library).resolve("The Sols - Estrela")
+    assert err.value.candidates[0].track_id == 1

@@ -1,0 +1,333 @@
+"""Generating the configured playlists from the promoted model and the local library.
+
+`generate_for_config` is what the daemon and `songnet sync` call; `songnet generate` goes
+through `PlaylistGenerator` directly for its sampling options. A generator loads the library
+once (tracks, artists, sessions for the reasons, the feature cache) and the promoted model
+once, then generates any number of playlists: seeds resolved against the library, continued
+by the model under the playlist rules, each track with a reason.
+
+With no playlists configured, `default_playlist_config` gives one seeded with the listener's
+most played tracks of recent weeks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import tzinfo
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+import structlog
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+
+from service import model_store, tables
+from service.settings import PlaylistConfig, Settings
+from songnet_core.features import TrackFeatures
+from songnet_core.generate import (
+    FloatArray,
+    GenerationContext,
+    NextTrackScorer,
+    PlaylistRules,
+    Sampling,
+    continue_playlist,
+)
+from songnet_core.history import Listen, TrackInfo
+from songnet_core.reasons import Explainer
+from songnet_core.seeds import SeedIndex
+from songnet_core.sessions import split_sessions
+from songnet_core.transitions import TransitionCounts
+
+if TYPE_CHECKING:
+    from songnet_core.model import LoadedModel
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_PLAYLIST_NAME = "songnet weekly"
+DEFAULT_PLAYLIST_LENGTH = 30
+DEFAULT_SEEDS = 3
+RECENT_WEEKS = 4
+# Nucleus sampling keeps the long tail of unlikely tracks out of every playlist.
+DEFAULT_TOP_P = 0.9
+
+
+class NoModelError(Exception):
+    """No promoted model to generate with."""
+
+    def __init__(self) -> None:
+        super().__init__("no trained model yet: run `songnet train` (after `songnet import`) first")
+
+
+class EmptyLibraryError(Exception):
+    def __init__(self) -> None:
+        super().__init__("the library holds no plays yet: import your Spotify export first (`songnet import PATH`)")
+
+
+@dataclass(frozen=True)
+class GeneratedTrack:
+    track_id: int
+    artist: str
+    title: str
+    uri: str | None
+    reason: str
+    is_seed: bool
+
+
+@dataclass
+class GeneratedPlaylist:
+    config_id: str
+    name: str
+    tracks: list[GeneratedTrack]
+    model_version: int | None
+    public: bool = False
+    requested_length: int = 0
+    note: str | None = None  # e.g. why the playlist is shorter than asked
+
+
+@dataclass
+class Library:
+    """What generation reads of the library, loaded once."""
+
+    tracks: dict[int, TrackInfo]
+    uri_aliases: dict[str, int]
+    listens: list[Listen]
+    artist_of: npt.NDArray[np.int64]  # artist id by track id, -1 where no track
+    transitions: TransitionCounts
+    features: dict[int, TrackFeatures]
+    seed_index: SeedIndex = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.seed_index = SeedIndex(list(self.tracks.values()), self.uri_aliases)
+
+    @classmethod
+    def load(cls, engine: Engine, settings: Settings) -> Library:
+        from service.features import load_track_features
+        from service.library import load_listens, load_tracks
+
+        tracks = load_tracks(engine)
+        listens = load_listens(engine)
+        size = max(tracks, default=-1) + 1
+        artist_of = np.full(size, -1, dtype=np.int64)
+        for t in tracks.values():
+            artist_of[t.track_id] = t.artist_id
+        sessions = split_sessions(
+            listens, min_ms=settings.min_play_ms, gap_s=int(settings.session_gap_minutes * 60)
+        )
+        transitions = TransitionCounts([[p.track_id for p in s] for s in sessions])
+        return cls(tracks, load_uri_aliases(engine), listens, artist_of, transitions, load_track_features(engine))
+
+    def recent_tracks(self, since_ts: int) -> set[int]:
+        return {x.track_id for x in self.listens if x.end_ts >= since_ts}
+
+
+def load_uri_aliases(engine: Engine) -> dict[str, int]:
+    """Every URI seen for a track (`track_uri`), and each track's preferred URI."""
+    with Session(engine) as session:
+        aliases = dict(session.exec(select(tables.TrackUri.uri, tables.TrackUri.track_id)).all())
+        for tid, uri in session.exec(select(tables.Track.id, tables.Track.uri)).all():
+            if uri and tid is not None:
+                aliases.setdefault(uri, tid)
+    return aliases
+
+
+class ModelScorer:
+    """The promoted LSTM as a `NextTrackScorer`: its scores spread over library track ids."""
+
+    def __init__(self, model: LoadedModel, artist_of: npt.NDArray[np.int64], zone_name: str) -> None:
+        self.model = model
+        self.artist_of = artist_of
+        self.zone_name = zone_name
+        ids = np.asarray(model.track_ids, dtype=np.int64)
+        self.size = max(int(artist_of.size), int(ids.max(initial=-1)) + 1)
+        self.ids = ids
+
+    def scores(self, history: Sequence[int], context: GenerationContext) -> FloatArray:
+        from songnet_core.model import PlayContext
+
+        out = np.full(self.size, -np.inf, dtype=np.float64)
+        if not history:  # nothing to continue from: the listener's most played tracks
+            out[self.ids] = np.log(np.maximum(self.model.vocab.counts, 1))
+            return out
+        artists = [int(self.artist_of[t]) if 0 <= t < self.artist_of.size else -1 for t in history]
+        logp = self.model.next_scores(
+            list(history), PlayContext(ts=context.ts, tz=self.zone_name), history_artist_ids=artists
+        )
+        out[self.ids] = logp
+        return out
+
+
+class PlaylistGenerator:
+    """Generates playlists from one library snapshot and one scorer."""
+
+    def __init__(
+        self,
+        library: Library,
+        scorer: NextTrackScorer,
+        *,
+        zone: tzinfo,
+        model_version: int | None,
+        min_play_ms: int = 30_000,
+    ) -> None:
+        self.library = library
+        self.min_play_ms = min_play_ms
+        self.scorer = scorer
+        self.zone = zone
+        self.model_version = model_version
+        self.explainer = Explainer(library.transitions, library.tracks, library.features)
+
+    @classmethod
+    def from_promoted(cls, engine: Engine, settings: Settings) -> PlaylistGenerator:
+        """The promoted model over the current library (`NoModelError` when none)."""
+        from service.training import listener_zone_name
+
+        stored = model_store.promoted_model(engine)
+        model = _cached_model(engine, stored.id) if stored is not None else None
+        if stored is None or model is None:
+            raise NoModelError()
+        library = Library.load(engine, settings)
+        if not library.listens:
+            raise EmptyLibraryError()
+        scorer = ModelScorer(model, library.artist_of, listener_zone_name(settings))
+        return cls(library, scorer, zone=settings.zone, model_version=stored.id, min_play_ms=settings.min_play_ms)
+
+    def default_seeds(self) -> list[str]:
+        """The listener's most played tracks of recent weeks, for a playlist without seeds."""
+        lib = self.library
+        return most_played_seeds([x for x in lib.listens if x.ms_played >= self.min_play_ms], lib.tracks, lib.uri_aliases)
+
+    def resolve_seeds(self, seeds: Sequence[str]) -> list[TrackInfo]:
+        """Each seed's track (`songnet_core.seeds.SeedError` for the first that fails)."""
+        return [self.library.seed_index.resolve(s) for s in seeds]
+
+    def generate(
+        self,
+        config: PlaylistConfig,
+        *,
+        rng_seed: int | None = None,
+        now: int | None = None,
+        sampling: Sampling | None = None,
+        rules: PlaylistRules | None = None,
+        extra_exclude: Iterable[int] = (),
+    ) -> GeneratedPlaylist:
+        """`config`'s playlist: its seeds first, `config.length` tracks in all."""
+        moment = int(now if now is not None else time.time())
+        texts = list(config.seeds) or self.default_seeds()
+        seeds = self.resolve_seeds(texts)
+        seed_ids = list(dict.fromkeys(t.track_id for t in seeds))
+        if len(seed_ids) > config.length:
+            raise ValueError(f"{len(seed_ids)} seeds do not fit a playlist of {config.length} tracks")
+        exclude = set(extra_exclude)
+        if config.exclude_recent_days > 0:
+            exclude |= self.library.recent_tracks(moment - config.exclude_recent_days * 86_400)
+        base_rules = rules or PlaylistRules()
+        rules = PlaylistRules(
+            base_rules.max_per_artist, base_rules.artist_window, base_rules.no_back_to_back,
+            frozenset(exclude - set(seed_ids)) | base_rules.exclude,
+        )  # fmt: skip
+        sampling = sampling or Sampling(temperature=config.temperature, top_p=DEFAULT_TOP_P)
+        context = GenerationContext.at(moment, self.zone)
+        started = time.perf_counter()
+        ids = continue_playlist(
+            self.scorer, seed_ids, config.length, artist_of=self.library.artist_of, context=context,
+            sampling=sampling, rules=rules, rng=rng_seed,
+        )  # fmt: skip
+        reasons = self.explainer.explain(ids, len(seed_ids), context)
+        tracks = [self._track(t, reason, i < len(seed_ids)) for i, (t, reason) in enumerate(zip(ids, reasons, strict=True))]
+        note = None
+        if len(ids) < config.length:
+            note = (
+                f"{len(ids)} of {config.length} tracks: no other track of your library fits the rules "
+                "(no repeats, artists spread out, recent plays excluded)"
+            )
+            log.warning("playlist shorter than asked", playlist=config.name, tracks=len(ids), length=config.length, why=note)
+        log.info(
+            "playlist generated", playlist=config.name, tracks=len(ids), seeds=len(seed_ids),
+            model_version=self.model_version, ms=round((time.perf_counter() - started) * 1000, 1),
+        )  # fmt: skip
+        return GeneratedPlaylist(
+            config_id=config.id, name=config.name, tracks=tracks, model_version=self.model_version,
+            public=config.public, requested_length=config.length, note=note,
+        )  # fmt: skip
+
+    def _track(self, track_id: int, reason: str, is_seed: bool) -> GeneratedTrack:
+        info = self.library.tracks.get(track_id)
+        if info is None:  # a model class no longer in the library: cannot happen short of a bug
+            return GeneratedTrack(track_id, "unknown artist", f"track {track_id}", None, reason, is_seed)
+        return GeneratedTrack(track_id, info.artist, info.title, info.uri, reason, is_seed)
+
+
+# One loaded model per database and version: the daemon generates several playlists a week
+# from the same model, and loading it is the slow part.
+_MODEL_CACHE: dict[tuple[str, int], LoadedModel] = {}
+
+
+def _cached_model(engine: Engine, model_id: int) -> LoadedModel | None:
+    key = (str(engine.url), model_id)
+    found = _MODEL_CACHE.get(key)
+    if found is None:
+        found = model_store.load_model(engine, model_id)
+        if found is None:
+            return None
+        _MODEL_CACHE.clear()
+        _MODEL_CACHE[key] = found
+    return found
+
+
+def generate_for_config(
+    engine: Engine,
+    settings: Settings,
+    config: PlaylistConfig,
+    *,
+    rng_seed: int | None = None,
+    now: int | None = None,
+) -> GeneratedPlaylist:
+    """One configured playlist from the promoted model (`NoModelError`, `SeedError`)."""
+    return PlaylistGenerator.from_promoted(engine, settings).generate(config, rng_seed=rng_seed, now=now)
+
+
+def default_playlist_config(engine: Engine, settings: Settings) -> PlaylistConfig:
+    """The playlist songnet makes when none is configured: seeded with the listener's most
+    played tracks of their last `RECENT_WEEKS` weeks of listening (of the whole history where
+    those weeks are thin), one per artist."""
+    from service.library import load_listens, load_tracks
+
+    listens = [x for x in load_listens(engine) if x.ms_played >= settings.min_play_ms]
+    tracks = load_tracks(engine)
+    seeds = most_played_seeds(listens, tracks, load_uri_aliases(engine))
+    return PlaylistConfig(name=DEFAULT_PLAYLIST_NAME, seeds=seeds, length=DEFAULT_PLAYLIST_LENGTH)
+
+
+def most_played_seeds(
+    listens: Sequence[Listen], tracks: dict[int, TrackInfo], uri_aliases: dict[str, int], n: int = DEFAULT_SEEDS
+) -> list[str]:
+    """Seed strings (URI where known, else "Artist - Title") for the top tracks of recent weeks,
+    one per artist, each checked to resolve back to its own track."""
+    if not listens:
+        return []
+    latest = max(x.end_ts for x in listens)
+    index = SeedIndex(list(tracks.values()), uri_aliases)
+    for since in (latest - RECENT_WEEKS * 7 * 86_400, None):
+        window = [x for x in listens if since is None or x.end_ts >= since]
+        counts = Counter(x.track_id for x in window)
+        last_heard = {x.track_id: x.end_ts for x in window}
+        seeds: list[str] = []
+        artists: set[int] = set()
+        for tid, _ in sorted(counts.items(), key=lambda kv: (-kv[1], -last_heard[kv[0]], kv[0])):
+            info = tracks.get(tid)
+            if info is None or info.artist_id in artists:
+                continue
+            text = info.uri or f"{info.artist} - {info.title}"
+            try:
+                if index.resolve(text).track_id != tid:
+                    continue
+            except ValueError:
+                continue
+            seeds.append(text)
+            artists.add(info.artist_id)
+            if len(seeds) == n:
+                return seeds
+    return seeds

@@ -1,0 +1,177 @@
+"""Training a model on the stored history, storing it, and promoting it if it is not worse.
+
+`train_and_maybe_promote` is the one entry point (`songnet train`, the daemon's train job):
+plays from the library → listening sequence and feature matrix → `songnet_core.train.train`
+→ compared with the promoted model on the new model's own validation split
+(`songnet_core.promotion`) → stored as a new `model_version`, promoted or not, old versions
+pruned. A stop request (SIGTERM) ends training at a batch boundary and stores nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import structlog
+from sqlalchemy import Engine, func
+from sqlmodel import Session, select
+
+from service import model_store, tables
+from service.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+if TYPE_CHECKING:  # torch loads lazily: `songnet --help` must stay fast
+    from songnet_core.train import TrainConfig, TrainProgress
+
+
+class TrainingError(Exception):
+    """Training cannot start (no plays, too few sessions); the message says what to do."""
+
+
+@dataclass
+class TrainOutcome:
+    stopped: bool
+    promoted: bool = False
+    model_version: int | None = None
+    plays: int = 0  # plays the model was trained on (all stored plays up to the watermark)
+    epochs: int = 0
+    reason: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    current_hr10: float | None = None  # the promoted model's HR@10 on the same validation steps
+    new_hr10_same_steps: float | None = None
+    compared_steps: int = 0
+    pruned: list[int] = field(default_factory=list)
+
+
+def listener_zone_name(settings: Settings) -> str:
+    """The IANA name of the listener's zone (`SONGNET_TIMEZONE`, else the system's)."""
+    zone = settings.zone
+    name = getattr(zone, "key", None) or str(zone)
+    try:
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(name)
+    except (ValueError, KeyError, OSError):
+        return "UTC"
+    return name
+
+
+def default_train_config(settings: Settings, **overrides: Any) -> TrainConfig:
+    from songnet_core.train import TrainConfig
+
+    cfg = TrainConfig()
+    known = {k: v for k, v in overrides.items() if v is not None}
+    return replace(cfg, **known) if known else cfg
+
+
+def train_and_maybe_promote(
+    engine: Engine,
+    settings: Settings,
+    *,
+    progress: Callable[[TrainProgress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    config: TrainConfig | None = None,
+    keep: int = model_store.DEFAULT_KEEP,
+    tolerance: float = model_store.DEFAULT_TOLERANCE,
+) -> TrainOutcome:
+    from service.features import load_feature_matrix, recompute_features
+    from service.library import load_listens
+    from songnet_core.dataset import build_sequence
+    from songnet_core.model import save_checkpoint
+    from songnet_core.promotion import MIN_COMPARE_STEPS, compare_on_split
+    from songnet_core.train import TrackFeatureTable, TrainingData, train
+
+    cfg = config or default_train_config(settings)
+    zone = listener_zone_name(settings)
+    listens = load_listens(engine)
+    if not listens:
+        raise TrainingError("no plays stored yet; import your Spotify export first (`songnet import PATH`)")
+    watermark = max(x.play_id for x in listens)
+    seq = build_sequence(
+        listens, tz=zone, min_ms=settings.min_play_ms, gap_s=int(settings.session_gap_minutes * 60)
+    )
+    if seq.n_sessions < 3:
+        raise TrainingError(
+            f"only {seq.n_sessions} listening session(s) of plays ≥ {settings.min_play_ms // 1000} s; "
+            "import more of your history before training"
+        )
+    track_ids = np.unique(seq.track_ids)
+    if _features_stale(engine, watermark):
+        recompute_features(engine, tz=settings.zone)
+    features = TrackFeatureTable(track_ids, load_feature_matrix(engine, track_ids.tolist()))
+    log.info("training started", plays=len(listens), positions=len(seq), sessions=seq.n_sessions, tracks=len(track_ids))
+
+    result = train(cfg, TrainingData(seq, None, features), progress=progress, should_stop=should_stop)
+    if result.stopped or result.model is None or (should_stop is not None and should_stop()):
+        log.warning("training stopped before it finished; nothing stored, the promoted model stays")
+        return TrainOutcome(stopped=True, plays=len(listens), reason="stopped")
+    new = result.model
+    metrics = dict(result.metrics)
+    n_train = int(metrics.get("train_sessions", seq.n_sessions))
+    val_first = int(metrics.get("val_first_session", n_train))
+    fit_end = seq.session_bounds(val_first - 1)[1] if not cfg.refit else seq.session_bounds(n_train - 1)[1]
+    metrics["trained_until_ts"] = float(seq.end_ts[max(fit_end - 1, 0)])
+    metrics["watermark_play_id"] = float(watermark)
+    epochs = len(result.history)
+
+    outcome = TrainOutcome(stopped=False, plays=len(listens), epochs=epochs, metrics=metrics)
+    current = model_store.load_promoted(engine)
+    current_info = model_store.promoted_model(engine)
+    if current is None:
+        decision = model_store.decide_promotion(metrics.get("val_hr@10", 0.0), None, tolerance=tolerance)
+    else:
+        until = current_info.metrics.get("trained_until_ts") if current_info is not None else None
+        cmp = compare_on_split(
+            new, current, seq, val_first, n_train, current_trained_until_ts=int(until) if until is not None else None
+        )
+        outcome.current_hr10, outcome.new_hr10_same_steps, outcome.compared_steps = (
+            cmp.current_hr10, cmp.new_hr10, cmp.steps,
+        )  # fmt: skip
+        metrics["compared_steps"] = float(cmp.steps)
+        metrics["promoted_model_hr@10_same_split"] = cmp.current_hr10
+        if cmp.steps < MIN_COMPARE_STEPS or math.isnan(cmp.new_hr10) or math.isnan(cmp.current_hr10):
+            decision = model_store.PromotionDecision(
+                True,
+                f"only {cmp.steps} validation steps the promoted model has not trained on "
+                f"({cmp.left_out_steps} left out); too few to compare, so the model trained on newer data wins",
+            )
+        else:
+            decision = model_store.decide_promotion(cmp.new_hr10, cmp.current_hr10, tolerance=tolerance)
+    if should_stop is not None and should_stop():
+        log.warning("stop requested after training; nothing stored, the promoted model stays")
+        return TrainOutcome(stopped=True, plays=len(listens), reason="stopped")
+
+    checkpoint = save_checkpoint(
+        new.module, new.vocab, {k: float(v) for k, v in metrics.items()}, window=new.window,
+        info={"tz": zone, "watermark_play_id": watermark},
+    )  # fmt: skip
+    stored = model_store.save_model(
+        engine, checkpoint, metrics, watermark_play_id=watermark, plays_trained=len(listens),
+        note=decision.reason, promote=decision.promote,
+    )  # fmt: skip
+    outcome.model_version = stored.id
+    outcome.promoted = decision.promote
+    outcome.reason = decision.reason
+    outcome.pruned = model_store.prune(engine, keep)
+    if decision.promote:
+        log.info("model promoted", model_version=stored.id, val_hr10=metrics.get("val_hr@10"), why=decision.reason)
+    else:
+        log.warning(
+            "new model not promoted",
+            model_version=stored.id,
+            why=decision.reason,
+            hint="the promoted model stays in use; training again after more plays may do better",
+        )
+    return outcome
+
+
+def _features_stale(engine: Engine, watermark: int) -> bool:
+    """Whether the feature cache misses plays (it is rebuilt on import; this is the safety net)."""
+    with Session(engine) as session:
+        cached = session.exec(select(func.sum(tables.TrackFeatures.play_count))).one()
+        plays = session.exec(select(func.count()).select_from(tables.PlayRow)).one()
+    return int(cached or 0) != int(plays)
