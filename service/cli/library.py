@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 import structlog
@@ -17,9 +15,12 @@ from sqlmodel import Session, select
 
 from service import tables
 from service.cli.app import app, err_console, out_console, settings
+from service.cli.importing import print_results
 from service.db import DatabaseError, database_path, open_database
-from service.demo import DEFAULT_PLAYS, DemoError, ensure_demo_export
+from service.demo import DEFAULT_PLAYS, DemoError, DemoExport, ensure_demo_export
+from service.importer import FileResult, import_paths
 from service.library import library_stats
+from service.lock import cli_write_lock
 from service.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -113,13 +114,6 @@ def stats(
         print_stats(result)
 
 
-@contextmanager
-def _progress(description: str) -> Iterator[Progress]:
-    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err_console, transient=True) as progress:
-        yield progress
-
-
 @app.command()
 def demo(
     ctx: typer.Context,
@@ -131,10 +125,28 @@ def demo(
 
     The exports go to DATA_DIR/demo-export/ (once); importing again changes nothing.
     """
-    from service.importer import import_paths
-
     s = settings(ctx)
     engine = _open(s)
+    try:
+        with cli_write_lock(s.data_dir, "demo", s.lock_wait_seconds):
+            export = _demo_export(s, plays, seed, quiet=as_json)
+            results = _import_with_progress(engine, export.files)
+        failed = [r for r in results if r.status == "failed"]
+        result = _stats_of(engine, s, 10)
+    finally:
+        engine.dispose()
+    if as_json:
+        print(json.dumps({"export": str(export.folder), "files": [r.to_json() for r in results], "stats": result}, ensure_ascii=False))
+    else:
+        print_results(results)
+        print_stats(result)
+    if failed:
+        for r in failed:
+            typer.echo(f"error: {r.path}: {r.error}", err=True)
+        raise typer.Exit(1)
+
+
+def _demo_export(s: Settings, plays: int, seed: int, *, quiet: bool) -> DemoExport:
     try:
         with err_console.status(f"Writing a synthetic export of {plays:,} plays…"):
             export = ensure_demo_export(s.data_dir, plays=plays, seed=seed)
@@ -146,39 +158,19 @@ def demo(
         log.error("cannot write the demo export", error=str(exc), data_dir=str(s.data_dir))
         typer.echo(f"error: cannot write the demo export into {s.data_dir}: {exc}", err=True)
         raise typer.Exit(1) from None
-    if not as_json:
+    if not quiet:
         verb = "Wrote" if export.created else "Found"
         err_console.print(f"{verb} the demo export in {export.folder}", highlight=False)
+    return export
 
-    with _progress("Importing") as progress:
+
+def _import_with_progress(engine: Engine, files: list[Path]) -> list[FileResult]:
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=True) as progress:
         task = progress.add_task("Importing", total=None)
 
         def on_progress(done: int, total: int, label: str) -> None:
-            progress.update(task, completed=done, total=total, description=f"Importing {label.rsplit('/', 1)[-1]}")
+            name = label.rsplit("/", 1)[-1]
+            progress.update(task, completed=done, total=total or None, description=f"Importing {name}")
 
-        results = import_paths(engine, export.files, on_progress=on_progress)
-    failed = [r for r in results if r.status == "failed"]
-    for r in failed:
-        typer.echo(f"error: {r.path}: {r.error}", err=True)
-    result = _stats_of(engine, s, 10)
-    if as_json:
-        print(json.dumps({"export": str(export.folder), "files": [r.to_json() for r in results], "stats": result}, ensure_ascii=False))
-    else:
-        _print_import_summary(results)
-        print_stats(result)
-    if failed:
-        raise typer.Exit(1)
-
-
-def _print_import_summary(results: list[Any]) -> None:
-    statuses = Counter(r.status for r in results)
-    skipped: Counter[str] = Counter()
-    for r in results:
-        skipped.update(r.skipped)
-    parts = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
-    skip_text = ", ".join(f"{reason} {n:,}" for reason, n in sorted(skipped.items())) or "none"
-    err_console.print(
-        f"Import: {len(results)} files ({parts}); {sum(r.imported for r in results):,} plays added, "
-        f"{sum(r.duplicates for r in results):,} duplicates, skipped: {skip_text}",
-        highlight=False,
-    )
+        return import_paths(engine, files, on_progress=on_progress)
