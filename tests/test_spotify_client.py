@@ -259,3 +259,15 @@ def test_not_configured_and_not_signed_in(fake_spotify: FakeSpotify, tmp_path: P
         client.me()
     assert "songnet auth" in missing.value.hint
     assert fake_spotify.requests == []
+
+
+def test_single_tracks_are_fetched_one_at_a_time(fake_spotify: FakeSpotify, tmp_path: Path) -> None:
+    client, _ = make_client(fake_spotify, tmp_path)
+    track = fake_spotify.add_track("Song", ["Artist", "Guest"])
+    fetched = client.track(track.id)
+    assert fetched["uri"] == track.uri and [a["name"] for a in fetched["artists"]] == [
+        "Artist",
+        "Guest",
+    ]
+    with pytest.raises(e.NotFound):
+        client.track("0" * 22)
