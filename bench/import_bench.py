@@ -77,7 +77,9 @@ def build_export(workdir: Path, n_plays: int) -> list[Path]:
     paths = write_extended_export(plays, folder, seed=500)
     marker.write_text("ok")
     size = sum(p.stat().st_size for p in paths)
-    print(f"built {len(paths)} files, {size / 2**20:.0f} MiB, {len(plays)} plays in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"built {len(paths)} files, {size / 2**20:.0f} MiB, {len(plays)} plays in {time.perf_counter() - t0:.1f} s"
+    )
     return sorted(paths)
 
 
@@ -124,10 +126,14 @@ def songnet_import(export: Path, data_dir: Path) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--plays", type=int, default=500_000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "songnet-import-bench")
+    parser.add_argument(
+        "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "songnet-import-bench"
+    )
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     paths = build_export(args.workdir, args.plays)
@@ -159,9 +165,15 @@ def main() -> None:
     ratio = import_s / floor_s
     print()
     print(f"median floor     {floor_s:7.2f} s")
-    print(f"median import    {import_s:7.2f} s   ratio {ratio:.2f}x   (goal <= {GOAL_RATIO:.1f}x: {'met' if ratio <= GOAL_RATIO else 'MISSED'})")
-    print(f"median re-import {reimport_s:7.2f} s   (goal <= {GOAL_REIMPORT_S:.0f} s: {'met' if reimport_s <= GOAL_REIMPORT_S else 'MISSED'})")
-    print(f"peak RSS (max)   {peak / 2**20:7.0f} MiB (goal <= 1024 MiB: {'met' if peak <= GOAL_RSS_BYTES else 'MISSED'})")
+    print(
+        f"median import    {import_s:7.2f} s   ratio {ratio:.2f}x   (goal <= {GOAL_RATIO:.1f}x: {'met' if ratio <= GOAL_RATIO else 'MISSED'})"
+    )
+    print(
+        f"median re-import {reimport_s:7.2f} s   (goal <= {GOAL_REIMPORT_S:.0f} s: {'met' if reimport_s <= GOAL_REIMPORT_S else 'MISSED'})"
+    )
+    print(
+        f"peak RSS (max)   {peak / 2**20:7.0f} MiB (goal <= 1024 MiB: {'met' if peak <= GOAL_RSS_BYTES else 'MISSED'})"
+    )
 
 
 if __name__ == "__main__":

@@ -380,9 +380,12 @@ class _Importer:
                 tid = self._track_for(library, artist, title, new_artists, new_tracks)
                 by_name[artist, title] = tid
             append((tid, end_ts, ms, source, skipped, start, stop, shuffle, file_id))
-            if uri is not None and uri not in known_uris:
-                known_uris.add(uri)
-                new_aliases.append((uri, tid))
+            if uri is not None:
+                if uri not in known_uris:
+                    known_uris.add(uri)
+                    new_aliases.append((uri, tid))
+                # Even a URI that is another track's alias (same song, names spelt otherwise)
+                # plays this one.
                 if tid not in with_uri:
                     with_uri.add(tid)
                     if tid in new_tracks:

@@ -132,9 +132,11 @@ def parse_export(data: bytes | bytearray, name: str) -> ParsedExport | NotHistor
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
-        if exc.pos >= len(text.rstrip()):
+        tail = text.rstrip()
+        if exc.pos >= len(tail) or not tail.endswith(("]", "}")):
+            lines = tail.count("\n") + 1
             raise ExportError(
-                f"truncated JSON (it stops at line {exc.lineno} column {exc.colno}): "
+                f"truncated JSON (it stops at line {lines} without closing its list): "
                 "the file is incomplete, still being written or cut off in a download"
             ) from None
         raise ExportError(
