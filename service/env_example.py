@@ -75,6 +75,11 @@ DOCS: list[tuple[str, list[tuple[str, str]]]] = [
                 "retrain_min_new_plays",
                 "Retrain once imports added at least this many plays since the last model.",
             ),
+            ("train_max_epochs", "Most passes over the history per training; empty: the model's default."),
+            (
+                "train_epoch_coverage",
+                "How many times one pass covers each play; empty: the model's default. Lower is faster.",
+            ),
         ],
     ),
     (

@@ -14,7 +14,12 @@ from typing import Any
 
 import structlog
 
-_SECRET_KEYS = re.compile(r"(secret|token|authorization|password|code_verifier|refresh)", re.I)
+# A key names a secret when one of its words does ("access_token", "client_secret",
+# "Authorization"), not when a word merely starts so ("tokens_per_second" is a figure).
+_SECRET_KEYS = re.compile(
+    r"(?:^|[_\W])(secret|token|authorization|password|code_verifier|verifier|refresh|api_key|cookie)(?:$|[_\W])",
+    re.I,
+)
 _BEARER = re.compile(r"(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+")
 _REDACTED = "[redacted]"
 _extra_secrets: set[str] = set()

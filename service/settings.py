@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     min_play_ms: int = Field(default=30_000, ge=0)
     session_gap_minutes: float = Field(default=30.0, gt=0)
     retrain_min_new_plays: int = Field(default=500, ge=1)
+    # Unset: the model's own defaults (`songnet_core.train.TrainConfig`); tests and the demo
+    # make training quick with a few short epochs.
+    train_max_epochs: int | None = Field(default=None, ge=1)
+    train_epoch_coverage: float | None = Field(default=None, gt=0)
 
     # Spotify
     spotify_client_id: str | None = None

@@ -64,7 +64,8 @@ def default_train_config(settings: Settings, **overrides: Any) -> TrainConfig:
     from songnet_core.train import TrainConfig
 
     cfg = TrainConfig()
-    known = {k: v for k, v in overrides.items() if v is not None}
+    from_settings = {"max_epochs": settings.train_max_epochs, "coverage": settings.train_epoch_coverage}
+    known = {k: v for k, v in {**from_settings, **overrides}.items() if v is not None}
     return replace(cfg, **known) if known else cfg
 
 

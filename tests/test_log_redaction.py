@@ -71,3 +71,15 @@ def test_a_failing_job_does_not_leak_a_secret_in_its_traceback(tmp_path: Path) -
     failed = next(json.loads(x) for x in out.splitlines() if '"job failed"' in x)
     assert SECRET not in out
     assert "[redacted]" in failed["exception"] and "[redacted]" in failed["error"]
+
+
+def test_figures_whose_names_merely_start_like_a_secret_stay_readable() -> None:
+    def emit() -> None:
+        structlog.get_logger("test").info(
+            "trained", tokens_per_second=1234.5, token_count=7, id_token="eyJ-secret-jwt-value", cookie="sid=abc123"
+        )
+
+    line = json.loads(render("json", emit))
+    assert line["tokens_per_second"] == 1234.5
+    assert line["token_count"] == "[redacted]"  # a word "token": redacted, to be safe
+    assert line["id_token"] == line["cookie"] == "[redacted]"
