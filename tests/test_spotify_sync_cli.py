@@ -1,0 +1,138 @@
+"""`songnet sync` end to end: a tiny trained model generates, the fake Spotify receives."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import Session, select
+from typer.testing import CliRunner
+
+from service import tables, training
+from service.cli import app
+from service.db import backup_database, database_path, open_database
+from service.library import load_tracks
+from service.settings import load_settings
+from service.spotify.sync import marker_for
+from songnet_core.history import Play
+from songnet_core.synthetic import SyntheticConfig, generate_plays
+from songnet_core.train import TrainConfig
+from tests.fake_spotify import FakeSpotify, Fault
+from tests.library_rows import store_plays
+
+# Logs go to a live stderr whatever CLI test ran before.
+pytestmark = pytest.mark.usefixtures("fresh_logging")
+
+TINY = TrainConfig(
+    dim=16, hidden=32, window=64, batch_size=16, max_epochs=2, patience=1, threads=1, seed=0
+)
+
+
+def library_plays() -> list[Play]:
+    """A synthetic listener; one artist in three is known only by name (account-data style)."""
+    plays = generate_plays(SyntheticConfig(n_plays=2500, n_artists=30, n_clusters=3, seed=5))
+    artists = sorted({p.artist for p in plays})
+    nameless = set(artists[::3])
+    return [dataclasses.replace(p, uri=None) if p.artist in nameless else p for p in plays]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = tmp_path_factory.mktemp("trained")
+    engine = open_database(data)
+    store_plays(engine, library_plays())
+    assert training.train_and_maybe_promote(
+        engine, load_settings(data_dir=data), config=TINY
+    ).promoted
+    engine.dispose()
+    return data
+
+
+@pytest.fixture
+def data_dir(trained: Path, tmp_path: Path) -> Path:
+    backup_database(database_path(trained), database_path(tmp_path))
+    return tmp_path
+
+
+def stock_the_fake(fake: FakeSpotify, data_dir: Path) -> list[str]:
+    """Every library track on the fake Spotify (by name only for nameless ones); two seeds."""
+    engine = open_database(data_dir)
+    tracks = sorted(load_tracks(engine).values(), key=lambda t: t.track_id)
+    engine.dispose()
+    for t in tracks:
+        fake.add_track(t.title, t.artist, track_id=t.uri.rsplit(":", 1)[-1] if t.uri else None)
+    with_uri = [t for t in tracks if t.uri]
+    other = next(t for t in tracks if t.uri is None and t.artist_id != with_uri[0].artist_id)
+    return [str(with_uri[0].uri), f"{other.artist} - {other.title}"]
+
+
+def sync(fake: FakeSpotify, data_dir: Path, seeds: list[str], *args: str) -> Any:
+    env = {
+        **fake.env(),
+        "SONGNET_SPOTIFY_TIMEOUT_SECONDS": "5",
+        "SONGNET_PLAYLISTS": json.dumps([{"name": "Weekly Mix", "seeds": seeds, "length": 20}]),
+    }
+    return CliRunner().invoke(
+        app, ["--data-dir", str(data_dir), "--log-level", "warning", "sync", *args], env=env
+    )
+
+
+def test_sync_writes_the_generated_playlist_and_keeps_to_one(
+    fake_spotify: FakeSpotify, data_dir: Path
+) -> None:
+    seeds = stock_the_fake(fake_spotify, data_dir)
+    fake_spotify.sign_in(fake_spotify.settings(data_dir))
+
+    dry = sync(fake_spotify, data_dir, seeds, "--dry-run", "--json")
+    assert dry.exit_code == 0, dry.output
+    [planned] = [json.loads(line) for line in dry.stdout.splitlines()]
+    assert planned["status"] == "dry-run" and planned["tracks"] == 20 and planned["unresolved"] > 0
+    assert fake_spotify.requests == []  # a dry run writes nothing, asks nothing
+
+    first = sync(fake_spotify, data_dir, seeds, "--json")
+    assert first.exit_code == 0, first.output
+    [written] = [json.loads(line) for line in first.stdout.splitlines()]
+    assert written["status"] == "written" and written["created"] and written["tracks"] == 20
+    [playlist] = [
+        p for p in fake_spotify.followed_playlists() if marker_for("weekly-mix") in p.description
+    ]
+    assert playlist.id == written["spotify_id"] and len(playlist.items) == 20
+    assert playlist.items[0] == seeds[0]  # seeds first
+
+    engine = open_database(data_dir)
+    with Session(engine) as session:
+        state = session.get(tables.PlaylistState, "weekly-mix")
+        assert state is not None and state.spotify_id == playlist.id and state.last_synced_at
+        generated = json.loads(state.tracks_json)
+        resolved = session.exec(select(tables.ResolvedTrack)).all()
+    # Tracks known only by name were resolved by search, and only those in the playlist.
+    nameless = [t for t in generated if t["uri"] is None]
+    assert nameless and {r.track_id for r in resolved} == {t["track_id"] for t in nameless}
+    assert all(r.uri in playlist.items for r in resolved)
+
+    again = sync(fake_spotify, data_dir, seeds)
+    assert again.exit_code == 0, again.output
+    assert again.stdout == ""  # lines for people go to stderr
+    assert again.stderr.count("weekly-mix: wrote 20 tracks") == 1
+    assert [
+        p.id for p in fake_spotify.followed_playlists() if marker_for("weekly-mix") in p.description
+    ] == [playlist.id]
+    assert fake_spotify.count("POST", r"/me/playlists$") == 1
+
+
+def test_sync_exits_3_when_deferred_and_1_when_failed(
+    fake_spotify: FakeSpotify, data_dir: Path
+) -> None:
+    seeds = stock_the_fake(fake_spotify, data_dir)
+    fake_spotify.sign_in(fake_spotify.settings(data_dir))
+    fake_spotify.inject(Fault.rate_limited(20_000))
+    deferred = sync(fake_spotify, data_dir, seeds, "--json")
+    assert deferred.exit_code == 3, deferred.output
+    assert json.loads(deferred.stdout)["status"] == "deferred"
+    fake_spotify.allowlisted = False
+    failed = sync(fake_spotify, data_dir, seeds)
+    assert failed.exit_code == 1, failed.output
+    assert "weekly-mix: failed" in failed.stderr and "allowlisted" in failed.stderr
