@@ -16,8 +16,14 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
+# The daemon on its embedded defaults for one cycle: a synthetic export into demo/exports,
+# imported, a short training, a playlist file in demo/data/playlists (no Spotify account).
+# `songnet run` (see README) is the same daemon, long-running.
+DEMO_DIR ?= demo
+
 demo: install
-	$(BIN)/songnet demo
+	SONGNET_DATA_DIR=$(DEMO_DIR)/data SONGNET_EXPORT_DIR=$(DEMO_DIR)/exports $(BIN)/songnet run --demo --once
+	@echo "Your first playlist: $(DEMO_DIR)/data/playlists/ (.m3u8, and .json with why each track is there)"
 
 lint: install
 	$(BIN)/ruff check .

@@ -26,6 +26,8 @@ log = structlog.get_logger(__name__)
 
 DEMO_FOLDER = "songnet-demo-export"
 DEMO_PLAYS = 6_000
+DEMO_EPOCHS = 3  # a first playlist within minutes; the real daemon trains to convergence
+DEMO_COVERAGE = 1.0
 
 
 @app.command()
@@ -58,6 +60,7 @@ def run(
     try:
         if demo:
             put_demo_export(s.export_dir)
+            s = demo_settings(s, once=once)
         try:
             engine = open_database(s.data_dir)
         except DatabaseError as exc:
@@ -80,6 +83,16 @@ def run(
         # The step still running is cut off; every write is a transaction, so that is safe.
         sys.stderr.flush()
         os._exit(0)
+
+
+def demo_settings(s: Settings, *, once: bool) -> Settings:
+    """A short training; with --once no settling wait (the demo export was written whole)."""
+    quick: dict[str, Any] = {"watch_stable_seconds": 0.0} if once else {}
+    if s.train_max_epochs is None:
+        quick["train_max_epochs"] = DEMO_EPOCHS
+    if s.train_epoch_coverage is None:
+        quick["train_epoch_coverage"] = DEMO_COVERAGE
+    return s.model_copy(update=quick)
 
 
 def put_demo_export(export_dir: Path, *, n_plays: int = DEMO_PLAYS, seed: int = 7) -> Path | None:
