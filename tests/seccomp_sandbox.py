@@ -8,7 +8,7 @@ unit's `SystemCallFilter=`, `SystemCallErrorNumber=`, `SystemCallArchitectures=n
 program the way systemd 252 applies them (x86-64 only), installs it with `prctl` after
 `PR_SET_NO_NEW_PRIVS`, and execs the command:
 
-    python -m tests.seccomp_sandbox systemd/songnet.service -- songnet run --once
+    python tests/seccomp_sandbox.py systemd/songnet.service -- songnet run --once
 
 Denied calls fail with the unit's errno (as systemd does with `SystemCallErrorNumber=`), so a
 command that needs one of them fails visibly rather than being killed without a trace.
@@ -242,7 +242,7 @@ def check_platform() -> None:
 
 def main(argv: list[str]) -> None:
     if len(argv) < 3 or argv[1] != "--":
-        sys.exit("usage: python -m tests.seccomp_sandbox UNIT -- COMMAND [ARG...]")
+        sys.exit("usage: python tests/seccomp_sandbox.py UNIT -- COMMAND [ARG...]")
     unit, command = Path(argv[0]), argv[2:]
     program = compile_policy(policy_from_unit(unit))
     install(program)

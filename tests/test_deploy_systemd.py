@@ -9,6 +9,8 @@ exercised for real by `tests/seccomp_sandbox.py`, which applies the unit's own f
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import sys
@@ -26,6 +28,7 @@ INSTALLED_SONGNET = Path(sys.executable).parent / "songnet"
 # unit file -> the name systemd-analyze is given (a template through an instance)
 CHECKED = {"songnet.service": "songnet.service", "songnet@.service": "songnet@test.service"}
 MAX_EXPOSURE = 2.0
+SANDBOX = [sys.executable, str(Path(seccomp_sandbox.__file__))]
 DAEMON_EXIT_SECONDS = 10  # the daemon's promise on SIGTERM (service/daemon.py)
 
 
@@ -151,7 +154,7 @@ def _sandboxed(unit: Path, code: str, timeout: float = 300) -> subprocess.Comple
     except seccomp_sandbox.SandboxUnavailableError as exc:
         unavailable(str(exc))
     return subprocess.run(
-        [sys.executable, "-m", "tests.seccomp_sandbox", str(unit), "--", sys.executable, "-c", code],
+        [*SANDBOX, str(unit), "--", sys.executable, "-c", code],
         capture_output=True, text=True, timeout=timeout, cwd=REPO,
     )  # fmt: skip
 
@@ -243,3 +246,44 @@ def test_memory_deny_write_execute_would_break_torch(tmp_path: Path) -> None:
     result = _sandboxed(mdwe, TORCH_TRAIN)
     assert result.returncode != 0
     assert "could not create a primitive" in result.stderr
+
+
+# A small export and quick training: the cycle, not the model, is under test.
+QUICK_RUN = {
+    "SONGNET_WATCH_STABLE_SECONDS": "0",
+    "SONGNET_TRAIN_MAX_EPOCHS": "1",
+    "SONGNET_TRAIN_EPOCH_COVERAGE": "0.5",
+    "SONGNET_LOG_FORMAT": "json",
+}
+
+
+def write_small_export(folder: Path, n_plays: int = 1500, seed: int = 3) -> None:
+    from songnet_core.synthetic import SyntheticConfig, generate_plays, write_extended_export
+
+    write_extended_export(generate_plays(SyntheticConfig(n_plays=n_plays, seed=seed)), folder)
+
+
+def test_songnet_run_once_works_under_the_units_policy(tmp_path: Path) -> None:
+    # The whole cycle (SQLite in WAL mode, torch training, the file sink) with the unit's filter.
+    write_small_export(tmp_path / "exports" / "export")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SONGNET_")}
+    env.update(
+        QUICK_RUN,
+        SONGNET_DATA_DIR=str(tmp_path / "data"),
+        SONGNET_EXPORT_DIR=str(tmp_path / "exports"),
+    )
+    try:
+        seccomp_sandbox.check_platform()
+    except seccomp_sandbox.SandboxUnavailableError as exc:
+        unavailable(str(exc))
+    result = subprocess.run(
+        [*SANDBOX, str(UNITS / "songnet.service"), "--",
+         str(INSTALLED_SONGNET), "run", "--once"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    playlist = json.loads((tmp_path / "data" / "playlists" / "songnet-weekly.json").read_text())
+    assert len(playlist["tracks"]) == 30
+    assert (tmp_path / "data" / "playlists" / "songnet-weekly.m3u8").read_text().count(
+        "spotify:track:"
+    ) == 30
