@@ -68,14 +68,14 @@ ProgressCallback = Callable[[int, int, str], None]
 class FileResult:
     """What happened to one file; exactly the fields of `songnet import --json`."""
 
-    path: str
-    format: str | None
+    path: str  # a file, or "ZIP!member"
+    format: str | None  # "account" | "extended" | None
     records: int
-    imported: int
+    imported: int  # 0 unless status is "imported"
     duplicates: int
-    skipped: dict[str, int] = field(default_factory=dict)
-    status: str = "imported"  # "imported" | "already-imported" | "ignored" | "failed"
-    error: str | None = None
+    skipped: dict[str, int]  # {"<reason>": n}, see songnet_core.exports.SKIP_REASONS
+    status: str  # "imported" | "already-imported" | "ignored" | "failed"
+    error: str | None  # why it failed, or why it was ignored
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -242,6 +242,7 @@ class _Importer:
                 records - sum(skipped.values()),
                 skipped,
                 "already-imported",
+                None,
             )
         try:
             parsed = parse_export(data, source.name)
@@ -249,8 +250,15 @@ class _Importer:
             return self._fail(sha, label, len(data), str(exc))
         del data
         if isinstance(parsed, NotHistory):
-            with self._transaction():
-                self._upsert_ledger(sha, label, None, "ignored", source.size, error=parsed.reason)
+            try:
+                with self._transaction():
+                    self._upsert_ledger(
+                        sha, label, None, "ignored", source.size, error=parsed.reason
+                    )
+            except (
+                sqlite3.Error
+            ) as exc:  # only the ledger entry is lost: offered again, ignored again
+                log.warning("import could not record an ignored file", path=label, error=str(exc))
             return FileResult(label, None, 0, 0, 0, {}, "ignored", parsed.reason)
         try:
             return self._store(sha, label, source.size, parsed)
@@ -290,7 +298,14 @@ class _Importer:
                 self.library = None  # the maps hold rows that are being rolled back
                 raise
             result = FileResult(
-                label, parsed.format, parsed.records, imported, duplicates, dict(parsed.skipped)
+                label,
+                parsed.format,
+                parsed.records,
+                imported,
+                duplicates,
+                dict(parsed.skipped),
+                "imported",
+                None,
             )
             if not result.balanced:
                 self.library = None
