@@ -11,5 +11,6 @@ from service.cli import daemon  # noqa: F401  isort: skip
 from service.cli import spotify  # noqa: F401  isort: skip
 from service.cli import importing  # noqa: F401  isort: skip
 from service.cli import evaluation  # noqa: F401  isort: skip
+from service.cli import maintenance  # noqa: F401  isort: skip
 
 __all__ = ["app", "main"]
