@@ -6,10 +6,12 @@ import json
 import subprocess
 import sys
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from typer.testing import CliRunner
 
 from service.cli import app
@@ -20,6 +22,13 @@ T0 = 1_700_000_000
 FIELDS = {"path", "format", "records", "imported", "duplicates", "skipped", "status", "error"}
 ACCOUNT = "Spotify Account Data"
 EXTENDED = "Spotify Extended Streaming History"
+
+
+@pytest.fixture(autouse=True)
+def _logging_back_to_defaults() -> Iterator[None]:
+    # The CLI points structlog at CliRunner's stderr, which is closed once the run ends.
+    yield
+    structlog.reset_defaults()
 
 
 def songnet(data_dir: Path, *args: str) -> tuple[int, str, str]:
