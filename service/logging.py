@@ -54,8 +54,25 @@ def redact_secrets(_logger: Any, _name: str, event_dict: MutableMapping[str, Any
     return event_dict
 
 
+class _CurrentStderr:
+    """Writes to whatever `sys.stderr` is at write time, not at configuration time.
+
+    Test runners (and daemons that redirect stderr) swap the stream; a logger bound to the
+    old one would write to a closed file.
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure_logging(fmt: str = "auto", level: str = "info", stream: Any = None) -> None:
-    stream = stream or sys.stderr
+    stream = stream or _CurrentStderr()
     use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
     renderer: Any = (
         structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=stream.isatty())
