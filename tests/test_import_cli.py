@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import zipfile
@@ -94,6 +95,15 @@ def test_the_zip_as_spotify_sends_it_imports_and_reimports(tmp_path: Path) -> No
     assert sum(f["imported"] for f in again) == 0
     code, out, _ = songnet(tmp_path / "data", "info", "--json")
     assert json.loads(out)["plays"] == 6
+    # The feature cache was rebuilt after the import: one row per stored track.
+    con = sqlite3.connect(tmp_path / "data" / "songnet.db")
+    try:
+        tracks, featured = con.execute(
+            "SELECT (SELECT COUNT(*) FROM track), (SELECT COUNT(*) FROM track_features)"
+        ).fetchone()
+    finally:
+        con.close()
+    assert featured == tracks > 0
 
 
 def test_bad_files_fail_each_with_a_reason_and_exit_1(tmp_path: Path) -> None:

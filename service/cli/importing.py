@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 
 from service.cli.app import app, err_console, settings
 from service.db import DatabaseError, open_database
+from service.features import recompute_features
 from service.importer import FileResult, import_paths, summarise
 from service.lock import cli_write_lock
 from songnet_core.exports import ZipLimits
@@ -65,6 +66,9 @@ def import_command(
     try:
         with cli_write_lock(s.data_dir, "import", s.lock_wait_seconds):
             results = _import_with_progress(engine, paths, limits)
+            if any(r.imported for r in results):
+                # The feature cache describes the whole history; new plays change it.
+                recompute_features(engine, tz=s.zone)
     finally:
         engine.dispose()
     if as_json:
