@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 from sqlalchemy import Engine, delete, func, insert, text
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from service import tables
@@ -109,22 +110,26 @@ def recompute_features(engine: Engine, *, tz: tzinfo | None = None, now: int | N
 
 def load_track_features(engine: Engine, track_ids: Sequence[int] | None = None) -> dict[int, TrackFeatures]:
     """The cached features (all tracks, or those of `track_ids`)."""
-    with Session(engine) as session:
-        stmt = select(tables.TrackFeatures)
-        rows = session.exec(stmt).all()
+    t = tables.TrackFeatures.__table__  # type: ignore[attr-defined]
+    stmt = sa_select(
+        t.c.track_id, t.c.play_count, t.c.skip_rate, t.c.mean_completion, t.c.first_ts, t.c.last_ts,
+        t.c.hour_profile_json,
+    )  # fmt: skip
+    with engine.connect() as conn:
+        rows = conn.execute(stmt).all()
     wanted = None if track_ids is None else set(track_ids)
     out: dict[int, TrackFeatures] = {}
-    for r in rows:
-        if wanted is not None and r.track_id not in wanted:
+    empty = tuple([0.0] * 24)
+    for track_id, plays, skip_rate, completion, first_ts, last_ts, profile_json in rows:
+        if wanted is not None and track_id not in wanted:
             continue
         try:
-            profile = tuple(float(x) for x in json.loads(r.hour_profile_json))
+            profile = tuple(float(x) for x in json.loads(profile_json))
         except (ValueError, TypeError):
             profile = ()
-        out[r.track_id] = TrackFeatures(
-            r.track_id, r.play_count, r.skip_rate, r.mean_completion, r.first_ts, r.last_ts,
-            profile if len(profile) == 24 else tuple([0.0] * 24),
-        )  # fmt: skip
+        out[track_id] = TrackFeatures(
+            track_id, plays, skip_rate, completion, first_ts, last_ts, profile if len(profile) == 24 else empty
+        )
     return out
 
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import TYPE_CHECKING
@@ -135,10 +136,17 @@ def load_uri_aliases(engine: Engine) -> dict[str, int]:
 
 
 class ModelScorer:
-    """The promoted LSTM as a `NextTrackScorer`: its scores spread over library track ids."""
+    """The promoted LSTM as a `NextTrackScorer`: its scores spread over library track ids.
+
+    Scores come from a `ModelStepper`, which carries the LSTM state from one track to the next
+    instead of reading the whole playlist again at each step.
+    """
 
     def __init__(self, model: LoadedModel, artist_of: npt.NDArray[np.int64], zone_name: str) -> None:
+        from songnet_core.stepper import ModelStepper
+
         self.model = model
+        self.stepper = ModelStepper(model)
         self.artist_of = artist_of
         self.zone_name = zone_name
         ids = np.asarray(model.track_ids, dtype=np.int64)
@@ -153,7 +161,7 @@ class ModelScorer:
             out[self.ids] = np.log(np.maximum(self.model.vocab.counts, 1))
             return out
         artists = [int(self.artist_of[t]) if 0 <= t < self.artist_of.size else -1 for t in history]
-        logp = self.model.next_scores(
+        logp = self.stepper.next_scores(
             list(history), PlayContext(ts=context.ts, tz=self.zone_name), history_artist_ids=artists
         )
         out[self.ids] = logp
@@ -231,10 +239,11 @@ class PlaylistGenerator:
         sampling = sampling or Sampling(temperature=config.temperature, top_p=DEFAULT_TOP_P)
         context = GenerationContext.at(moment, self.zone)
         started = time.perf_counter()
-        ids = continue_playlist(
-            self.scorer, seed_ids, config.length, artist_of=self.library.artist_of, context=context,
-            sampling=sampling, rules=rules, rng=rng_seed,
-        )  # fmt: skip
+        with _one_torch_thread():
+            ids = continue_playlist(
+                self.scorer, seed_ids, config.length, artist_of=self.library.artist_of, context=context,
+                sampling=sampling, rules=rules, rng=rng_seed,
+            )  # fmt: skip
         reasons = self.explainer.explain(ids, len(seed_ids), context)
         tracks = [self._track(t, reason, i < len(seed_ids)) for i, (t, reason) in enumerate(zip(ids, reasons, strict=True))]
         note = None
@@ -258,6 +267,20 @@ class PlaylistGenerator:
         if info is None:  # a model class no longer in the library: cannot happen short of a bug
             return GeneratedTrack(track_id, "unknown artist", f"track {track_id}", None, reason, is_seed)
         return GeneratedTrack(track_id, info.artist, info.title, info.uri, reason, is_seed)
+
+
+@contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """One step of a small LSTM is too little work to share out: more threads only wait on
+    each other (and on other processes of a busy machine)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 # One loaded model per database and version: the daemon generates several playlists a week

@@ -75,7 +75,7 @@ class Explainer:
 
     def _plays(self, track: int) -> int:
         f = self.features.get(track)
-        return f.play_count if f is not None else self.transitions.plays.get(track, 0)
+        return f.play_count if f is not None else self.transitions.play_count(track)
 
     def _plays_around(self, track: int, hour: int) -> int:
         """Plays whose local hour is within one hour of `hour`."""

@@ -2,43 +2,68 @@
 
 Built once from sessions given as lists of track ids (consecutive repeats already collapsed).
 The Markov-walk scorer (`generate.MarkovScorer`) and the human reasons (`reasons.py`) both
-read it.
+read it. Everything is held in sorted numpy arrays, so 500k plays index in a fraction of a
+second and each lookup is a binary search.
 """
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+IntArray = npt.NDArray[np.int64]
 
 
 class TransitionCounts:
     """First-order transition counts, play counts and the sessions each track appears in."""
 
     def __init__(self, sessions: Iterable[Sequence[int]]) -> None:
-        self.followers: dict[int, Counter[int]] = defaultdict(Counter)
-        self.plays: Counter[int] = Counter()
-        self._sessions_of: dict[int, set[int]] = defaultdict(set)
-        self.session_count = 0
-        for index, session in enumerate(sessions):
-            self.session_count += 1
-            for pos, track in enumerate(session):
-                self.plays[track] += 1
-                self._sessions_of[track].add(index)
-                if pos > 0 and session[pos - 1] != track:
-                    self.followers[session[pos - 1]][track] += 1
+        lists = [list(s) for s in sessions]
+        lengths = np.fromiter((len(s) for s in lists), dtype=np.int64, count=len(lists))
+        tracks = np.fromiter((t for s in lists for t in s), dtype=np.int64, count=int(lengths.sum()))
+        session = np.repeat(np.arange(len(lists), dtype=np.int64), lengths)
+        self.session_count = len(lists)
+        self._base = int(tracks.max(initial=0)) + 1
+        self.plays: IntArray = np.bincount(tracks, minlength=self._base).astype(np.int64) if tracks.size else np.zeros(1, dtype=np.int64)
+
+        same = (session[1:] == session[:-1]) & (tracks[1:] != tracks[:-1])
+        pair_keys = tracks[:-1][same] * self._base + tracks[1:][same]
+        self._pair_keys, self._pair_counts = np.unique(pair_keys, return_counts=True)
+
+        member = np.unique(tracks * max(len(lists), 1) + session)  # (track, session), sorted
+        self._member_track = member // max(len(lists), 1)
+        self._member_session = member % max(len(lists), 1)
+
+    def play_count(self, track: int) -> int:
+        return int(self.plays[track]) if 0 <= track < self.plays.size else 0
 
     def count(self, prev: int, nxt: int) -> int:
         """How often `nxt` came right after `prev` within a session."""
-        found = self.followers.get(prev)
-        return 0 if found is None else found[nxt]
+        if not (0 <= prev < self._base and 0 <= nxt < self._base):
+            return 0
+        key = prev * self._base + nxt
+        i = int(np.searchsorted(self._pair_keys, key))
+        return int(self._pair_counts[i]) if i < self._pair_keys.size and self._pair_keys[i] == key else 0
+
+    def followers(self, prev: int) -> tuple[IntArray, IntArray]:
+        """The tracks that followed `prev` within a session, and how often each did."""
+        if not 0 <= prev < self._base:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        lo, hi = np.searchsorted(self._pair_keys, [prev * self._base, (prev + 1) * self._base])
+        return self._pair_keys[lo:hi] - prev * self._base, self._pair_counts[lo:hi].astype(np.int64)
 
     def out_degree(self, prev: int) -> int:
-        found = self.followers.get(prev)
-        return 0 if found is None else sum(found.values())
+        return int(self.followers(prev)[1].sum())
+
+    def sessions_of(self, track: int) -> IntArray:
+        lo, hi = np.searchsorted(self._member_track, [track, track + 1])
+        return self._member_session[lo:hi]
 
     def shared_sessions(self, a: int, b: int) -> int:
         """In how many sessions both `a` and `b` were played."""
-        sa, sb = self._sessions_of.get(a), self._sessions_of.get(b)
-        if not sa or not sb:
+        sa, sb = self.sessions_of(a), self.sessions_of(b)
+        if sa.size == 0 or sb.size == 0:
             return 0
-        return len(sa & sb) if len(sa) < len(sb) else len(sb & sa)
+        return int(np.intersect1d(sa, sb, assume_unique=True).size)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Sequence
 from zoneinfo import ZoneInfo
@@ -213,3 +214,63 @@ def test_reasons() -> None:
     assert reasons[3] == 'in 2 of your sessions with seed "Seed Song"'
     assert reasons[4] == "you played it 12 times around this hour"
     assert reasons[5] == "you played it once; the model thinks it fits here"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 3000),
+    top_p=st.floats(0.05, 0.999),
+    spread=st.floats(0.1, 8.0),
+    seed=st.integers(0, 2**16),
+)
+def test_nucleus_is_the_smallest_top_set_reaching_p(n: int, top_p: float, spread: float, seed: int) -> None:
+    from songnet_core.generate import _nucleus
+
+    logits = np.random.default_rng(seed).normal(size=n) * spread
+    probs = np.exp(logits - logits.max())
+    probs /= probs.sum()
+    keep = _nucleus(probs, top_p)
+    ordered = np.sort(probs)[::-1]
+    expected = min(int(np.searchsorted(np.cumsum(ordered), top_p)) + 1, n)
+    assert keep.size == expected
+    assert np.allclose(np.sort(probs[keep])[::-1], ordered[:expected])
+
+
+@settings(max_examples=60, deadline=None)
+@given(sessions=st.lists(st.lists(st.integers(0, 12), min_size=1, max_size=8), max_size=12))
+def test_transition_counts_match_a_plain_count(sessions: list[list[int]]) -> None:
+    tc = TransitionCounts(sessions)
+    pairs: Counter[tuple[int, int]] = Counter()
+    for s in sessions:
+        pairs.update((a, b) for a, b in itertools.pairwise(s) if a != b)
+    plays = Counter(t for s in sessions for t in s)
+    for a in range(14):
+        assert tc.play_count(a) == plays[a]
+        ids, counts = tc.followers(a)
+        assert dict(zip(ids.tolist(), counts.tolist(), strict=True)) == {b: n for (x, b), n in pairs.items() if x == a}
+        for b in range(14):
+            assert tc.count(a, b) == pairs[(a, b)]
+            both = sum(1 for s in sessions if a in s and b in s)
+            assert tc.shared_sessions(a, b) == both
+    assert tc.count(-1, 3) == 0 and tc.followers(99)[0].size == 0
+
+
+def test_playlist_quality_measures() -> None:
+    from songnet_core.playlist_quality import bootstrap_mean, ndcg, r_precision, score_session
+
+    truth = {1, 2, 3}
+    assert r_precision([1, 9, 2, 3], truth, cap=20) == pytest.approx(2 / 3)  # R = 3: first 3 count
+    assert r_precision([9] * 5, {1}, cap=20) == 0.0
+    assert r_precision([1, 2], set(range(100)), cap=2) == 1.0  # R capped at the playlist's length
+    assert ndcg([1, 2, 3, 9], truth, k=20) == pytest.approx(1.0)
+    assert ndcg([9, 1], {1}, k=20) == pytest.approx(1 / np.log2(3))
+    assert np.isnan(ndcg([1], set(), k=20))
+    iv = bootstrap_mean([0.0, 1.0] * 50)
+    assert iv.value == 0.5 and iv.lo < 0.5 < iv.hi
+    # A Markov walk reproduces a session it has seen: seeds 1, 2, 3 are followed by 4, 5.
+    artist_of = artists_array({t: t for t in range(1, 8)}, 8)
+    walk = MarkovScorer(TransitionCounts([[1, 2, 3, 4, 5]] * 3), 8)
+    score = score_session(walk, [1, 2, 3, 4, 5], artist_of=artist_of, context=CTX, n_generated=2, sampling=Sampling(0.0))
+    assert score is not None and score.r_precision == 1.0 and score.ndcg == pytest.approx(1.0)
+    assert score.distinct_artists == 2 and score.hits == 2
+    assert score_session(walk, [1, 2, 3], artist_of=artist_of, context=CTX) is None  # nothing after the seeds

@@ -123,7 +123,7 @@ def test_equal_model_is_promoted_and_worse_model_is_kept_out(trained_library: Pa
 
 def test_training_prunes_old_versions_and_a_stop_stores_nothing(trained_library: Path, tmp_path: Path) -> None:
     engine = copy_library(trained_library, tmp_path)
-    s = load_settings(data_dir=tmp_path)
+    s = load_settings(data_dir=tmp_path, timezone="Europe/Berlin")  # as the first model: the same model again
     before = model_store.list_models(engine)
     stopped = train_and_maybe_promote(engine, s, config=TINY, should_stop=lambda: True)
     assert stopped.stopped and stopped.model_version is None

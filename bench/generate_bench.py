@@ -1,0 +1,164 @@
+"""Generating playlists from a loaded model, on a synthetic library of realistic size.
+
+    .venv/bin/python bench/generate_bench.py [--plays 300000] [--artists 1700] [--length 50]
+                                            [--repeat 20] [--train-epochs 0] [--workdir DIR]
+
+1. A synthetic listener of `--plays` plays over `--artists` artists × 12 tracks (≈ 20k tracks
+   at the defaults) is imported once into a database in the work folder (cached), and the
+   feature cache computed.
+2. A model of the default size (`TrainConfig()`: 64-d vectors, 128-d LSTM, copy expert, track
+   features) over every track, trained for `--train-epochs` epochs (cached: trained once per
+   work folder), becomes the promoted model. With `--train-epochs 0` its weights stay
+   untrained: the LSTM costs the same, but an untrained model spreads its probability over
+   every track, the worst case for nucleus sampling.
+3. Times, `--repeat` times each: loading the promoted model from SQLite (`load_promoted`),
+   loading the library for generation (`Library.load`), and generating a `--length`-track
+   playlist from 3 seeds with the default sampling (rules and reasons included), each with
+   another rng seed.
+
+Prints each figure and one JSON line of medians. Goals: generation ≤ 200 ms median, model
+loading ≤ 2 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from service import model_store  # noqa: E402
+from service.db import open_database  # noqa: E402
+from service.features import load_feature_matrix, recompute_features  # noqa: E402
+from service.importer import import_paths  # noqa: E402
+from service.library import load_listens  # noqa: E402
+from service.playlists import Library, ModelScorer, PlaylistGenerator  # noqa: E402
+from service.settings import PlaylistConfig, load_settings  # noqa: E402
+from service.training import listener_zone_name  # noqa: E402
+from songnet_core.dataset import N_CONTEXT, Vocabulary, build_sequence  # noqa: E402
+from songnet_core.model import ModelConfig, SongNet, save_checkpoint  # noqa: E402
+from songnet_core.synthetic import SyntheticConfig, generate_plays, write_extended_export  # noqa: E402
+from songnet_core.train import TrackFeatureTable, TrainConfig, TrainingData, train  # noqa: E402
+
+
+def timed(label: str, fn: Callable[[], Any], repeat: int) -> tuple[list[float], Any]:
+    times, result = [], None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    print(f"{label}: median {statistics.median(times) * 1000:.1f} ms, min {min(times) * 1000:.1f} ms, "
+          f"max {max(times) * 1000:.1f} ms over {repeat}", flush=True)  # fmt: skip
+    return times, result
+
+
+def build_library(work: Path, plays: int, artists: int) -> Path:
+    data = work / "data"
+    if (data / "songnet.db").exists():
+        return data
+    print(f"building a synthetic library of {plays:,} plays (once, cached in {work})…", flush=True)
+    config = SyntheticConfig(n_plays=plays, n_artists=artists, n_clusters=24, plays_per_day=150.0, seed=7)
+    paths = write_extended_export(generate_plays(config), work / "export", seed=7)
+    engine = open_database(data)
+    results = import_paths(engine, paths)
+    assert all(r.status == "imported" for r in results)
+    engine.dispose()
+    return data
+
+
+def store_model(engine: Any, settings: Any, epochs: int) -> dict[str, Any]:
+    listens = load_listens(engine)
+    seq = build_sequence(listens, tz=listener_zone_name(settings))
+    cfg = TrainConfig()
+    ids = np.unique(seq.track_ids)
+    features = TrackFeatureTable(ids, load_feature_matrix(engine, ids.tolist()))
+    if epochs > 0:
+        result = train(TrainConfig(max_epochs=epochs, patience=epochs), TrainingData(seq, None, features))
+        assert result.model is not None
+        module, vocab, metrics = result.model.module, result.model.vocab, result.metrics
+    else:
+        vocab = Vocabulary.build(seq, min_count=cfg.min_count)
+        feats = features.rows(vocab.track_ids)
+        mc = ModelConfig(
+            n_classes=vocab.n_classes, n_own=vocab.n_own, n_artists=vocab.n_artists, n_context=N_CONTEXT,
+            n_track_features=feats.shape[1], dim=cfg.dim, hidden=cfg.hidden, dropout=cfg.dropout, copy=cfg.copy,
+        )  # fmt: skip
+        torch.manual_seed(0)
+        module = SongNet(mc, torch.from_numpy(vocab.own), torch.from_numpy(vocab.artist), torch.from_numpy(feats))
+        module.eval()
+        metrics = {"val_hr@10": 0.0}
+    metrics = {**metrics, "bench_epochs": float(epochs)}
+    blob = save_checkpoint(module, vocab, metrics, window=cfg.window)
+    model_store.save_model(engine, blob, metrics, watermark_play_id=max(x.play_id for x in listens),
+                           plays_trained=len(listens), promote=True)  # fmt: skip
+    return {"classes": vocab.n_classes, "checkpoint_mb": round(len(blob) / 1e6, 1), "trained_epochs": epochs}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--plays", type=int, default=300_000)
+    parser.add_argument("--artists", type=int, default=1700)
+    parser.add_argument("--length", type=int, default=50)
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--train-epochs", type=int, default=1)
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "songnet-generate-bench")
+    args = parser.parse_args()
+    work = args.workdir / f"{args.plays}-{args.artists}"
+    data = build_library(work, args.plays, args.artists)
+    settings = load_settings(data_dir=data, log_level="warning")
+    from service.logging import configure_logging
+
+    configure_logging("console", "warning")
+    engine = open_database(data)
+    figures: dict[str, Any] = {"plays": args.plays, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    recompute_features(engine, tz=settings.zone)
+    current = model_store.promoted_model(engine)
+    if current is None or current.metrics.get("bench_epochs") != args.train_epochs:
+        figures |= store_model(engine, settings, args.train_epochs)
+    stored = model_store.promoted_model(engine)
+    assert stored is not None
+    figures["model_version"] = stored.id
+
+    load_times, model = timed("load_promoted (model from SQLite)", lambda: model_store.load_promoted(engine), 5)
+    lib_times, library = timed("Library.load (plays, tracks, sessions, features)", lambda: Library.load(engine, settings), 3)
+    assert model is not None
+    figures["classes"] = model.vocab.n_classes
+    figures["tracks"] = len(library.tracks)
+    generator = PlaylistGenerator(
+        library, ModelScorer(model, library.artist_of, listener_zone_name(settings)),
+        zone=settings.zone, model_version=stored.id,
+    )  # fmt: skip
+    seeds = generator.default_seeds()
+    config = PlaylistConfig(name="bench", seeds=seeds, length=args.length)
+    counter = iter(range(10**9))
+    generator.generate(config, rng_seed=-1 % 2**32)  # warm-up
+    gen_times, playlist = timed(
+        f"generate {args.length} tracks (3 seeds)", lambda: generator.generate(config, rng_seed=next(counter)), args.repeat
+    )
+    assert len(playlist.tracks) == args.length
+    figures |= {
+        "load_model_median_s": round(statistics.median(load_times), 3),
+        "load_library_median_s": round(statistics.median(lib_times), 3),
+        "generate_median_ms": round(statistics.median(gen_times) * 1000, 1),
+        "generate_p90_ms": round(float(np.quantile(gen_times, 0.9)) * 1000, 1),
+        "length": args.length,
+    }
+    print(json.dumps(figures))
+    engine.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

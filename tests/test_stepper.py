@@ -1,0 +1,74 @@
+"""The incremental scorer gives what `LoadedModel.next_scores` gives, step after step."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from songnet_core.dataset import N_CONTEXT, Vocabulary
+from songnet_core.model import LoadedModel, ModelConfig, PlayContext, SongNet
+from songnet_core.stepper import ModelStepper
+
+
+def random_model(*, copy: bool, features: int, window: int = 64, seed: int = 0) -> LoadedModel:
+    torch.manual_seed(seed)
+    n_classes = 40
+    # Classes are library tracks 100..139; tracks 0..29 get an embedding of their own.
+    vocab = Vocabulary(
+        track_ids=np.arange(100, 100 + n_classes, dtype=np.int64),
+        counts=np.arange(n_classes, 0, -1, dtype=np.int64),
+        own=np.asarray([i + 1 if i < 30 else 0 for i in range(n_classes)], dtype=np.int64),
+        artist=np.asarray([1 + i % 7 for i in range(n_classes)], dtype=np.int64),
+        artist_ids=np.asarray([-1, *range(500, 507)], dtype=np.int64),
+        min_count=2,
+    )
+    cfg = ModelConfig(
+        n_classes=n_classes, n_own=vocab.n_own, n_artists=vocab.n_artists, n_context=N_CONTEXT,
+        n_track_features=features, dim=8, hidden=12, dropout=0.3, copy=copy,
+    )  # fmt: skip
+    feats = torch.rand(n_classes, features) if features else None
+    net = SongNet(cfg, torch.from_numpy(vocab.own), torch.from_numpy(vocab.artist), feats)
+    with torch.no_grad():  # random weights everywhere, so every term of the score matters
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    net.eval()
+    return LoadedModel(net, vocab, window, {}, {})
+
+
+@pytest.mark.parametrize(("copy", "features"), [(True, 5), (True, 0), (False, 3)])
+def test_stepper_matches_next_scores_as_the_history_grows(copy: bool, features: int) -> None:
+    model = random_model(copy=copy, features=features)
+    stepper = ModelStepper(model)
+    # Classes, a track outside the vocabulary with a known artist (503), one with an unknown artist.
+    history = [100, 131, 7, 100, 125, 8, 139, 102]
+    artists = [501, 502, 503, 501, 505, 999, 506, 503]
+    ctx = PlayContext(ts=1_700_000_000, tz="Europe/Berlin")
+    for n in range(1, len(history) + 1):
+        want = model.next_scores(history[:n], ctx, history_artist_ids=artists[:n])
+        got = stepper.next_scores(history[:n], ctx, history_artist_ids=artists[:n])
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    # A different history, or another moment, starts again from scratch.
+    other = [120, 121]
+    np.testing.assert_allclose(
+        stepper.next_scores(other, ctx, history_artist_ids=[501, 502]),
+        model.next_scores(other, ctx, history_artist_ids=[501, 502]), rtol=1e-4, atol=1e-4,
+    )  # fmt: skip
+    later = PlayContext(ts=1_700_050_000, tz="Europe/Berlin")
+    np.testing.assert_allclose(
+        stepper.next_scores(other, later, history_artist_ids=[501, 502]),
+        model.next_scores(other, later, history_artist_ids=[501, 502]), rtol=1e-4, atol=1e-4,
+    )  # fmt: skip
+    # Asking twice for the same history gives the same answer.
+    again = stepper.next_scores(other, later, history_artist_ids=[501, 502])
+    np.testing.assert_allclose(again, model.next_scores(other, later, history_artist_ids=[501, 502]), rtol=1e-4, atol=1e-4)
+
+
+def test_past_the_window_it_reads_like_next_scores() -> None:
+    model = random_model(copy=True, features=2, window=4)
+    stepper = ModelStepper(model)
+    history = [100, 101, 102, 103, 104, 105]
+    ctx = PlayContext(ts=1_700_000_000)
+    np.testing.assert_allclose(stepper.next_scores(history, ctx), model.next_scores(history, ctx), rtol=1e-5)
+    with pytest.raises(ValueError):
+        stepper.next_scores([], ctx)
