@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -37,3 +38,20 @@ def require_tools(*names: str) -> None:
 def require_root(why: str) -> None:
     if os.geteuid() != 0:
         unavailable(f"needs root: {why}")
+
+
+# A small export and quick training: the deployment is under test, not the model.
+QUICK_RUN = {
+    "SONGNET_WATCH_STABLE_SECONDS": "0",
+    "SONGNET_TRAIN_MAX_EPOCHS": "1",
+    "SONGNET_TRAIN_EPOCH_COVERAGE": "0.5",
+    "SONGNET_LOG_FORMAT": "json",
+}
+QUICK_PLAYLIST = "songnet-weekly"  # the default playlist's file name
+QUICK_PLAYLIST_LENGTH = 30
+
+
+def write_small_export(folder: Path, n_plays: int = 1500, seed: int = 3) -> None:
+    from songnet_core.synthetic import SyntheticConfig, generate_plays, write_extended_export
+
+    write_extended_export(generate_plays(SyntheticConfig(n_plays=n_plays, seed=seed)), folder)

@@ -21,7 +21,14 @@ import pytest
 from service.daemon import SHUTDOWN_GRACE_SECONDS
 from tests import seccomp_sandbox
 from tests.conftest import REPO
-from tests.deploy_tools import require_tools, unavailable
+from tests.deploy_tools import (
+    QUICK_PLAYLIST,
+    QUICK_PLAYLIST_LENGTH,
+    QUICK_RUN,
+    require_tools,
+    unavailable,
+    write_small_export,
+)
 
 UNITS = REPO / "systemd"
 INSTALLED_SONGNET = Path(sys.executable).parent / "songnet"
@@ -248,21 +255,6 @@ def test_memory_deny_write_execute_would_break_torch(tmp_path: Path) -> None:
     assert "could not create a primitive" in result.stderr
 
 
-# A small export and quick training: the cycle, not the model, is under test.
-QUICK_RUN = {
-    "SONGNET_WATCH_STABLE_SECONDS": "0",
-    "SONGNET_TRAIN_MAX_EPOCHS": "1",
-    "SONGNET_TRAIN_EPOCH_COVERAGE": "0.5",
-    "SONGNET_LOG_FORMAT": "json",
-}
-
-
-def write_small_export(folder: Path, n_plays: int = 1500, seed: int = 3) -> None:
-    from songnet_core.synthetic import SyntheticConfig, generate_plays, write_extended_export
-
-    write_extended_export(generate_plays(SyntheticConfig(n_plays=n_plays, seed=seed)), folder)
-
-
 def test_songnet_run_once_works_under_the_units_policy(tmp_path: Path) -> None:
     # The whole cycle (SQLite in WAL mode, torch training, the file sink) with the unit's filter.
     write_small_export(tmp_path / "exports" / "export")
@@ -282,8 +274,7 @@ def test_songnet_run_once_works_under_the_units_policy(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    playlist = json.loads((tmp_path / "data" / "playlists" / "songnet-weekly.json").read_text())
-    assert len(playlist["tracks"]) == 30
-    assert (tmp_path / "data" / "playlists" / "songnet-weekly.m3u8").read_text().count(
-        "spotify:track:"
-    ) == 30
+    playlist = json.loads((tmp_path / "data" / "playlists" / f"{QUICK_PLAYLIST}.json").read_text())
+    assert len(playlist["tracks"]) == QUICK_PLAYLIST_LENGTH
+    m3u8 = (tmp_path / "data" / "playlists" / f"{QUICK_PLAYLIST}.m3u8").read_text()
+    assert m3u8.count("spotify:track:") == QUICK_PLAYLIST_LENGTH
