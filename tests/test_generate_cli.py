@@ -16,7 +16,6 @@ from service import model_store, training
 from service.cli import app
 from service.db import backup_database, database_path, open_database
 from service.library import load_tracks
-from service.logging import configure_logging
 from service.settings import load_settings
 from songnet_core.history import Play
 from songnet_core.synthetic import SyntheticConfig, generate_plays
@@ -54,8 +53,6 @@ def data_dir(trained: Path, tmp_path: Path) -> Path:
 @pytest.fixture
 def runner() -> Iterator[CliRunner]:
     yield CliRunner()
-    # The CLI pointed structlog at the runner's stderr, which is closed now: point it back.
-    configure_logging("auto", "info")
 
 
 def songnet(runner: CliRunner, data_dir: Path, *args: str) -> Any:
