@@ -182,3 +182,37 @@ def test_train_command_compares_and_reports(
     assert (after.id == doc["model_version"]) == doc["promoted"]
     table = songnet(runner, data_dir, "train", "--epochs", "1")
     assert table.exit_code == 0 and "validation HR@10" in table.stderr and table.stdout == ""
+
+
+def test_generate_for_config_and_the_default_playlist(data_dir: Path) -> None:
+
+    from service.library import load_listens
+    from service.playlists import (
+        DEFAULT_PLAYLIST_NAME,
+        default_playlist_config,
+        generate_for_config,
+    )
+
+    engine = open_database(data_dir)
+    s = load_settings(data_dir=data_dir)
+    config = default_playlist_config(engine, s)
+    assert config.name == DEFAULT_PLAYLIST_NAME and config.id == "songnet-weekly" and len(config.seeds) == 3
+    playlist = generate_for_config(engine, s, config, rng_seed=3, now=1_900_000_000)
+    tracks = load_tracks(engine)
+    assert playlist.config_id == config.id and playlist.model_version == model_store.promoted_model(engine).id
+    assert len(playlist.tracks) == config.length and playlist.note is None
+    assert [t.is_seed for t in playlist.tracks] == [True] * 3 + [False] * (config.length - 3)
+    assert all(t.uri == tracks[t.track_id].uri and t.reason for t in playlist.tracks)
+    # The seeds are the most played tracks of the last four weeks, one per artist.
+    listens = [x for x in load_listens(engine) if x.ms_played >= 30_000]
+    since = max(x.end_ts for x in listens) - 28 * 86_400
+    counts = Counter(x.track_id for x in listens if x.end_ts >= since)
+    seed_ids = [t.track_id for t in playlist.tracks[:3]]
+    assert len({tracks[t].artist_id for t in seed_ids}) == 3
+    best = max(counts.values())
+    assert counts[seed_ids[0]] == best
+    assert all(counts[t] > 0 for t in seed_ids)
+    # Same rng seed and moment: the same playlist, as the daemon's retries rely on.
+    again = generate_for_config(engine, s, config, rng_seed=3, now=1_900_000_000)
+    assert [t.track_id for t in again.tracks] == [t.track_id for t in playlist.tracks]
+    engine.dispose()
