@@ -89,8 +89,6 @@ ENV PATH=/opt/songnet/bin:$PATH \
 USER 10001:10001
 WORKDIR /data
 VOLUME ["/data", "/exports"]
-# `songnet auth`'s callback: `docker compose run --rm -p 8888:8888 songnet auth`.
-EXPOSE 8888
 
 # Exit 0 while the daemon's heartbeat is fresh and no job is stuck.
 HEALTHCHECK --interval=1m --timeout=20s --start-period=2m --retries=3 CMD ["songnet", "health"]

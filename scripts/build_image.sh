@@ -107,14 +107,17 @@ if [ -n "$CA_BUNDLE" ] && [ -f "$CA_BUNDLE" ]; then
 fi
 old_id=$(buildah inspect --type image --format '{{.FromImageID}}' "$IMAGE" 2> /dev/null || true)
 say "buildah bud -> $IMAGE"
-buildah bud --layers --format docker --isolation chroot \
+buildah bud --layers --force-rm --format docker --isolation chroot \
     --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 \
     --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg TORCH_SOURCE=local "${ca_args[@]}" \
     -f "$context/Dockerfile" -t "$IMAGE" "$context" >&2
 new_id=$(buildah inspect --type image --format '{{.FromImageID}}' "$IMAGE")
-# The image this one replaces would otherwise pile up (its last layers) build after build.
+# The image this one replaces, and the cached steps of earlier builds that no image builds on
+# any more (an old pyproject.toml's dependencies: a GB each), would otherwise pile up build
+# after build. The venv's layers of this build stay cached.
 if [ -n "$old_id" ] && [ "$old_id" != "$new_id" ]; then
     buildah rmi "$old_id" > /dev/null 2>&1 || true
 fi
+buildah rmi --prune > /dev/null 2>&1 || true
 say "built $IMAGE ($new_id) in $((SECONDS - start)) s"
 echo "$IMAGE"
