@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
+import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import require_corpus
 from tests.daemon_process import DaemonProcess, run_songnet, songnet_env
 
 
@@ -40,3 +43,39 @@ def test_one_daemon_per_directory_and_a_clean_exit_on_a_signal(tmp_path: Path, s
     status = run_songnet(["status", "--json"], env)
     assert status.returncode == 0
     assert '"running": false' in status.stdout
+
+
+@pytest.mark.corpus
+def test_sigterm_mid_training_stops_at_a_batch_boundary_and_promotes_nothing(tmp_path: Path) -> None:
+    corpus = require_corpus()
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    shutil.copy(corpus / "account-d" / "StreamingHistory_music_0.json", exports)
+    env = songnet_env(
+        tmp_path / "data",
+        exports,
+        watch_interval_seconds="0.5",
+        watch_stable_seconds="0",
+        retrain_debounce_seconds="0",
+        train_max_epochs="200",  # far longer than the test: the stop must cut it short
+    )
+    daemon = DaemonProcess(["run"], env)
+    try:
+        daemon.wait_event("training started", timeout=120)
+        time.sleep(1.0)
+        started = time.monotonic()
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(timeout=15) == 0
+        assert time.monotonic() - started < 10
+    finally:
+        daemon.stop()
+    assert daemon.named("job finished", job="train", outcome="interrupted")
+    assert daemon.named("daemon stopped", clean=True)
+    con = sqlite3.connect(tmp_path / "data" / "songnet.db")
+    try:
+        assert con.execute("SELECT count(*) FROM model_version").fetchone()[0] == 0
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        (outcome,) = con.execute("SELECT outcome FROM run_record WHERE job = 'train'").fetchone()
+    finally:
+        con.close()
+    assert outcome == "interrupted"
