@@ -65,6 +65,8 @@ JOB_PERIODIC_RETRAIN = "retrain-before-weekly"
 JOB_WEEKLY = "weekly-playlists"
 JOB_HEARTBEAT = "heartbeat"
 JOB_START_UP = "start-up-checks"
+JOB_CATCH_UP = "weekly-catch-up-check"
+CATCH_UP_CHECK_MINUTES = 10
 JOB_SYNC_RETRY = "spotify-sync-retry"
 
 MISFIRE_GRACE_SECONDS = 12 * 3600
@@ -133,6 +135,7 @@ class Daemon:
         self.engine = engine
         self.clock = clock
         self.stop = stop or threading.Event()
+        self._beat_lock = threading.Lock()
         register_secret(settings.spotify_client_secret)
         self.zone: tzinfo = settings.zone
         self.schedule = parse_crontab(settings.schedule)
@@ -189,6 +192,13 @@ class Daemon:
             executor=WORKER,
             replace_existing=True,
         )
+        add(
+            self.catch_up_if_due,
+            IntervalTrigger(minutes=CATCH_UP_CHECK_MINUTES, timezone=self.zone),
+            id=JOB_CATCH_UP,
+            executor=WORKER,
+            replace_existing=True,
+        )
         if s.retrain_lead_minutes > 0:
             add(
                 self.retrain,
@@ -234,19 +244,28 @@ class Daemon:
         new_plays, has_model = self.jobs.untrained_plays()
         if new_plays and (not has_model or new_plays >= self.settings.retrain_min_new_plays):
             self.retrain(REASON_START_UP)
-        due = self.due_weekly_run()
-        if due is not None:
-            log.info(
-                "catching up a missed weekly run",
-                scheduled_for=datetime.fromtimestamp(due, self.zone).isoformat(),
-            )
-            self.retrain(REASON_PERIODIC)
-            self.weekly_run()
-        elif self.jobs.has_promoted_model() and not self.jobs.ever_generated():
+        caught_up = self.catch_up_if_due()
+        if caught_up is None and self.jobs.has_promoted_model() and not self.jobs.ever_generated():
             self.first_playlists()
         deferred = self.jobs.deferred_syncs()
         if deferred:
             self._schedule_sync_retry(float(min(deferred.values())), playlists=sorted(deferred))
+
+    def catch_up_if_due(self) -> JobRun | None:
+        """A weekly run whose time passed without it (machine off or asleep, a long queue):
+        retrain if plays arrived, then run it once. Checked at start-up and every
+        `CATCH_UP_CHECK_MINUTES`: APScheduler drops a run missed by more than its grace."""
+        if self.stop.is_set():
+            return None
+        due = self.due_weekly_run()
+        if due is None:
+            return None
+        log.info(
+            "catching up a missed weekly run",
+            scheduled_for=datetime.fromtimestamp(due, self.zone).isoformat(),
+        )
+        self.retrain(REASON_PERIODIC)
+        return self.weekly_run()
 
     def watch_exports(self) -> JobRun | None:
         """Import the export files that have become stable since the last look."""
@@ -361,19 +380,24 @@ class Daemon:
 
     def heartbeat(self, *, stopped: bool = False) -> None:
         """Proof of life for `songnet health`, with what runs now and what runs next."""
-        current = self.jobs.current
-        value = {
-            "at": self.clock(),
-            "pid": os.getpid(),
-            "job": current[0] if current else None,
-            "job_since": current[1] if current else None,
-            "jobs": self.next_runs() if self.scheduler.running else {},
-            "stopped": stopped,
-        }
-        try:
-            kv.set_json(self.engine, kv.HEARTBEAT, value)
-        except Exception as exc:  # a busy database must not kill the heartbeat thread
-            log.warning("heartbeat not written", error=str(exc))
+        with self._beat_lock:
+            # After the stop request only the final beat (stopped) is written: a late
+            # regular one must not make a stopped daemon look alive.
+            if self.stop.is_set() and not stopped:
+                return
+            current = self.jobs.current
+            value = {
+                "at": self.clock(),
+                "pid": os.getpid(),
+                "job": current[0] if current else None,
+                "job_since": current[1] if current else None,
+                "jobs": self.next_runs() if self.scheduler.running else {},
+                "stopped": stopped,
+            }
+            try:
+                kv.set_json(self.engine, kv.HEARTBEAT, value)
+            except Exception as exc:  # a busy database must not kill the heartbeat thread
+                log.warning("heartbeat not written", error=str(exc))
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -431,12 +455,14 @@ class Daemon:
                 job=current[0] if current else None,
                 why="every write is a transaction, so the database stays consistent and the step reruns",
             )
-        self.heartbeat(stopped=True)
-        state = kv.get_json(self.engine, kv.DAEMON) or {}
-        state["stopped_at"] = int(self.clock())
-        kv.set_json(self.engine, kv.DAEMON, state)
         if finished:
+            self.heartbeat(stopped=True)
+            state = kv.get_json(self.engine, kv.DAEMON) or {}
+            state["stopped_at"] = int(self.clock())
+            kv.set_json(self.engine, kv.DAEMON, state)
             self.engine.dispose()
+        # Else the step may hold the database's write lock: no waiting on it here; the
+        # heartbeat goes stale by itself and `health` reports the daemon gone.
         log.info("daemon stopped", clean=finished)
         return finished
 

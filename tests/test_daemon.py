@@ -24,6 +24,7 @@ from sqlmodel import Session, select
 from service import kv, tables
 from service.daemon import (
     HEARTBEAT_EXECUTOR,
+    JOB_CATCH_UP,
     JOB_HEARTBEAT,
     JOB_PERIODIC_RETRAIN,
     JOB_START_UP,
@@ -127,6 +128,7 @@ def test_scheduler_has_one_worker_a_heartbeat_apart_and_forgiving_defaults(
             JOB_WEEKLY,
             JOB_PERIODIC_RETRAIN,
             JOB_HEARTBEAT,
+            JOB_CATCH_UP,
         }
         assert {jobs[j].executor for j in jobs if j != JOB_HEARTBEAT} == {WORKER}
         assert jobs[JOB_HEARTBEAT].executor == HEARTBEAT_EXECUTOR
@@ -230,6 +232,26 @@ def test_weekly_run_is_caught_up_once_after_downtime(cfg: Settings, engine: Engi
     assert daemon.due_weekly_run() is None
 
 
+def test_a_missed_slot_is_caught_up_once_while_running(cfg: Settings, engine: Engine) -> None:
+    clock = FakeClock(datetime(2026, 3, 6, 12, 0, tzinfo=BERLIN))  # Friday
+    daemon = Daemon(cfg, engine, clock=clock)
+    daemon._record_start()
+    assert daemon.catch_up_if_due() is None
+    # Asleep over Monday 06:00 (APScheduler would drop a run missed by more than its grace).
+    clock.advance(days=4)
+    run = daemon.catch_up_if_due()
+    assert run is not None and run.job == "weekly"
+    assert daemon.catch_up_if_due() is None
+    assert daemon.weekly_run() is None  # the cron firing late finds the slot done
+    with Session(engine) as session:
+        weekly = session.exec(
+            select(tables.RunRecord).where(tables.RunRecord.job == "weekly")
+        ).all()
+    assert [(r.scheduled_for, r.outcome) for r in weekly] == [
+        (int(datetime(2026, 3, 9, 6, 0, tzinfo=BERLIN).timestamp()), "skipped")  # no model yet
+    ]
+
+
 def test_a_run_exactly_at_the_slot_is_not_owed_again(cfg: Settings, engine: Engine) -> None:
     slot = datetime(2026, 3, 9, 6, 0, tzinfo=BERLIN)
     clock = FakeClock(slot - timedelta(days=2))
@@ -331,7 +353,12 @@ def test_health_follows_the_heartbeat(cfg: Settings, engine: Engine) -> None:
     daemon.jobs.current = ("train", clock() - 60)
     daemon.heartbeat()
     assert check_health(engine, cfg, now=clock()).ok
+    daemon.stop.set()
+    daemon.heartbeat()  # a late regular beat after the stop request is not written
+    assert check_health(engine, cfg, now=clock()).ok
     daemon.heartbeat(stopped=True)
+    assert not check_health(engine, cfg, now=clock()).ok
+    daemon.heartbeat()
     assert not check_health(engine, cfg, now=clock()).ok
 
 

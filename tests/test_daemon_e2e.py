@@ -31,6 +31,7 @@ EXPECTED_JOBS = {
     "watch-exports",
     "weekly-playlists",
     "heartbeat",
+    "weekly-catch-up-check",
 }
 
 
