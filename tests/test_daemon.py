@@ -387,3 +387,40 @@ def test_start_and_shutdown_leave_a_stopped_heartbeat_and_status(
         assert not collect_status(eng, cfg, now=time.time())["daemon"]["running"]
     finally:
         eng.dispose()
+
+
+def test_status_and_health_commands(cfg: Settings, engine: Engine) -> None:
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    runner = CliRunner()
+    args = ["--data-dir", str(cfg.data_dir)]
+    env = {"SONGNET_TIMEZONE": "Europe/Berlin", "SONGNET_SCHEDULE": "0 6 * * 1"}
+    unhealthy = runner.invoke(app, [*args, "health"], env=env)
+    assert unhealthy.exit_code == 1 and "no heartbeat" in unhealthy.output
+    daemon = Daemon(cfg, engine)
+    daemon.heartbeat()
+    assert runner.invoke(app, [*args, "health"], env=env).exit_code == 0
+    result = runner.invoke(app, [*args, "status", "--json"], env=env)
+    assert result.exit_code == 0
+    report = json.loads(result.stdout)
+    assert set(report) >= {
+        "daemon",
+        "schedule",
+        "jobs",
+        "plays",
+        "imports",
+        "model",
+        "runs",
+        "playlists",
+        "spotify",
+    }
+    assert report["daemon"]["running"] and report["model"] is None
+    assert report["schedule"]["timezone"] == "Europe/Berlin"
+    human = runner.invoke(app, [*args, "status"], env=env)
+    assert (
+        human.exit_code == 0
+        and "daemon: running" in human.output
+        and "model: none yet" in human.output
+    )

@@ -146,34 +146,55 @@ def health(ctx: typer.Context) -> None:
     raise typer.Exit(0 if result.ok else 1)
 
 
+def _short(iso: str | None) -> str:
+    """ "2026-03-09T06:00:00+01:00" as "2026-03-09 06:00" (the zone is printed once)."""
+    return "-" if not iso else iso[:16].replace("T", " ")
+
+
 def _print_status(report: dict[str, Any], s: Settings) -> None:
     con = err_console
     d = report["daemon"]
     con.print(f"[bold]daemon[/]: {'running' if d['running'] else 'not running'} — {d['health']}")
     sched = report["schedule"]
     con.print(
-        f"schedule: {sched['cron']} ({sched['timezone']}), next weekly run {sched['next_weekly_run']}",
+        f"schedule: {sched['cron']} in {sched['timezone']}; next weekly run {_short(sched['next_weekly_run'])}",
         highlight=False,
     )
-    con.print(f"plays: {report['plays']}", highlight=False)
+    con.print(f"plays stored: {report['plays']:,}", highlight=False)
     model = report["model"]
     if model is None:
         con.print("model: none yet")
     else:
-        metrics = ", ".join(
-            f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-            for k, v in (model["metrics"] or {}).items()
-            if not isinstance(v, dict | list)
+        m = model["metrics"] or {}
+        hr = m.get("val_hr@10")
+        quality = (
+            f"validation HR@10 {hr:.3f} over {int(m.get('val_steps', 0))} steps"
+            if isinstance(hr, float)
+            else ""
         )
         con.print(
-            f"model: version {model['version']} of {model['created_at']} ({metrics})",
+            f"model: version {model['version']}, trained {_short(model['created_at'])} "
+            f"on {model['plays_trained']:,} plays; {quality}",
+            highlight=False,
+        )
+    candidate = report["latest_candidate"]
+    if candidate is not None:
+        con.print(
+            f"newest model not promoted: version {candidate['version']} ({candidate['note'] or 'not better'})",
             highlight=False,
         )
     if report["jobs"]:
         table = Table("job", "next run", title="jobs")
         for job, at in report["jobs"].items():
-            table.add_row(job, at or "-")
+            table.add_row(job, _short(at))
         con.print(table)
+    weekly = [r for r in report["runs"] if r["job"] in ("weekly", "first-playlists", "once")]
+    if weekly:
+        last = weekly[0]
+        con.print(
+            f"last playlist run: {last['job']} at {_short(last['started_at'])}, {last['outcome']}",
+            highlight=False,
+        )
     if report["imports"]:
         table = Table(
             "file", "status", "imported", "duplicates", "at", "error", title="last imports"
@@ -184,7 +205,7 @@ def _print_status(report: dict[str, Any], s: Settings) -> None:
                 f["status"],
                 str(f["imported"]),
                 str(f["duplicates"]),
-                f["at"] or "-",
+                _short(f["at"]),
                 f["error"] or "",
             )
         con.print(table)
@@ -192,12 +213,12 @@ def _print_status(report: dict[str, Any], s: Settings) -> None:
         table = Table("playlist", "generated", "synced", "state", title="playlists")
         for p in report["playlists"]:
             state = p["last_error"] or (
-                "deferred until " + p["deferred_until"] if p["deferred_until"] else "ok"
+                "deferred until " + _short(p["deferred_until"]) if p["deferred_until"] else "ok"
             )
             if p["removed_from_config"]:
                 state = "removed from the configuration; left alone in Spotify"
             table.add_row(
-                p["name"], p["last_generated_at"] or "-", p["last_synced_at"] or "-", state
+                p["name"], _short(p["last_generated_at"]), _short(p["last_synced_at"]), state
             )
         con.print(table)
     spotify = report["spotify"]
