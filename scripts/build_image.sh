@@ -105,16 +105,20 @@ ca_args=()
 if [ -n "$CA_BUNDLE" ] && [ -f "$CA_BUNDLE" ]; then
     ca_args=(-v "$CA_BUNDLE:/etc/host-ca.crt:ro" --build-arg PIP_CERT=/etc/host-ca.crt)
 fi
+bud=(buildah bud --layers --force-rm --format docker --isolation chroot
+    --ulimit nofile=1024:1024 --ulimit nproc=1024:1024
+    --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg TORCH_SOURCE=local "${ca_args[@]}"
+    -f "$context/Dockerfile")
 old_id=$(buildah inspect --type image --format '{{.FromImageID}}' "$IMAGE" 2> /dev/null || true)
+# The build stage (the venv with torch and the dependencies) is tagged too: its cached steps
+# are then an image's, which the pruning below keeps, and the next build reuses them.
+say "buildah bud --target build -> $IMAGE-build"
+"${bud[@]}" --target build -t "$IMAGE-build" "$context" >&2
 say "buildah bud -> $IMAGE"
-buildah bud --layers --force-rm --format docker --isolation chroot \
-    --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 \
-    --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg TORCH_SOURCE=local "${ca_args[@]}" \
-    -f "$context/Dockerfile" -t "$IMAGE" "$context" >&2
+"${bud[@]}" -t "$IMAGE" "$context" >&2
 new_id=$(buildah inspect --type image --format '{{.FromImageID}}' "$IMAGE")
-# The image this one replaces, and the cached steps of earlier builds that no image builds on
-# any more (an old pyproject.toml's dependencies: a GB each), would otherwise pile up build
-# after build. The venv's layers of this build stay cached.
+# What no tagged image builds on any more (the image this one replaces; an old pyproject.toml's
+# dependencies, a GB each) would otherwise pile up build after build.
 if [ -n "$old_id" ] && [ "$old_id" != "$new_id" ]; then
     buildah rmi "$old_id" > /dev/null 2>&1 || true
 fi
