@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -252,27 +252,22 @@ def test_sigterm_reaches_the_daemon_as_pid_1_and_it_exits_cleanly(
         '&& mount --bind -o ro "$2" "$1/exports" && shift 2 && exec chroot --userspec="$@"'
     )
     as_user = [config["User"], root, "env", "-i", f"--chdir={config['WorkingDir']}", *env]
-    daemon = subprocess.Popen(
-        ["unshare", "--pid", "--fork", "--mount", "--propagation", "private", "--kill-child",
-         "sh", "-c", start, "sh", root, str(exports), *as_user, *config["Entrypoint"], *config["Cmd"]],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    log_file = tmp_path / "daemon.log"
+    with log_file.open("w") as log:
+        daemon = subprocess.Popen(
+            ["unshare", "--pid", "--fork", "--mount", "--propagation", "private", "--kill-child",
+             "sh", "-c", start, "sh", root, str(exports), *as_user, *config["Entrypoint"], *config["Cmd"]],
+            stdout=subprocess.DEVNULL, stderr=log,
+        )  # fmt: skip
     try:
-        # The image's HEALTHCHECK command turns healthy once the daemon's heartbeat is fresh.
-        health = [
-            "chroot",
-            f"--userspec={config['User']}",
-            root,
-            "env",
-            "-i",
-            *env,
-            *config["Healthcheck"]["Test"][1:],
-        ]
-        deadline = time.monotonic() + 240
-        while subprocess.run(health, capture_output=True, timeout=60).returncode != 0:
-            assert daemon.poll() is None, daemon.communicate()[1][-3000:]
-            assert time.monotonic() < deadline, "the daemon never turned healthy"
-            time.sleep(1)
+        # Wait until the daemon has made its database and is training (a second process opening
+        # a database that is being created can trip over it), then until the image's HEALTHCHECK
+        # command passes: the daemon's heartbeat is fresh.
+        _wait_for(lambda: "training started" in _events(log_file), daemon, log_file, "training")
+        health = ["chroot", f"--userspec={config['User']}", root, "env", "-i", *env,
+                  *config["Healthcheck"]["Test"][1:]]  # fmt: skip
+        _wait_for(lambda: subprocess.run(health, capture_output=True, timeout=60).returncode == 0,
+                  daemon, log_file, "a passing health check")  # fmt: skip
         pid_1 = _only_child(daemon.pid)
         status = dict(
             line.split(":", 1) for line in Path(f"/proc/{pid_1}/status").read_text().splitlines()
@@ -281,16 +276,39 @@ def test_sigterm_reaches_the_daemon_as_pid_1_and_it_exits_cleanly(
         assert Path(f"/proc/{pid_1}/comm").read_text().strip().startswith("songnet")
         os.kill(pid_1, signal.SIGTERM)
         sent = time.monotonic()
-        _, stderr = daemon.communicate(timeout=30)
+        daemon.wait(timeout=30)
         took = time.monotonic() - sent
     finally:
         if daemon.poll() is None:
             daemon.kill()
             daemon.wait()
-    assert daemon.returncode == 0, stderr[-3000:]
+    assert daemon.returncode == 0, log_file.read_text()[-3000:]
     assert took < 10, f"the daemon took {took:.1f} s to exit after SIGTERM"
-    events = [json.loads(line)["event"] for line in stderr.splitlines() if line.startswith("{")]
-    assert "stop requested" in events, events[-10:]
+    assert "stop requested" in _events(log_file), _events(log_file)[-10:]
+
+
+def _events(log_file: Path) -> list[str]:
+    events = []
+    for line in log_file.read_text().splitlines():
+        if line.startswith("{"):
+            events.append(json.loads(line).get("event", ""))
+    return events
+
+
+def _wait_for(
+    condition: Callable[[], bool],
+    daemon: subprocess.Popen[bytes],
+    log_file: Path,
+    what: str,
+    limit_s: float = 240,
+) -> None:
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        assert daemon.poll() is None, (
+            f"the daemon exited before {what}:\n{log_file.read_text()[-3000:]}"
+        )
+        assert time.monotonic() < deadline, f"no {what} within {limit_s:.0f} s"
+        time.sleep(0.5)
 
 
 def _only_child(pid: int) -> int:
