@@ -80,6 +80,7 @@ DOCS: list[tuple[str, list[tuple[str, str]]]] = [
                 "train_epoch_coverage",
                 "How many times one pass covers each play; empty: the model's default. Lower is faster.",
             ),
+            ("train_min_steps", "Fewest batches in one pass (small histories); empty: the model's default."),
         ],
     ),
     (

@@ -81,6 +81,7 @@ class Settings(BaseSettings):
     # make training quick with a few short epochs.
     train_max_epochs: int | None = Field(default=None, ge=1)
     train_epoch_coverage: float | None = Field(default=None, gt=0)
+    train_min_steps: int | None = Field(default=None, ge=1)
 
     # Spotify
     spotify_client_id: str | None = None

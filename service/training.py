@@ -64,7 +64,11 @@ def default_train_config(settings: Settings, **overrides: Any) -> TrainConfig:
     from songnet_core.train import TrainConfig
 
     cfg = TrainConfig()
-    from_settings = {"max_epochs": settings.train_max_epochs, "coverage": settings.train_epoch_coverage}
+    from_settings = {
+        "max_epochs": settings.train_max_epochs,
+        "coverage": settings.train_epoch_coverage,
+        "min_steps": settings.train_min_steps,
+    }
     known = {k: v for k, v in {**from_settings, **overrides}.items() if v is not None}
     return replace(cfg, **known) if known else cfg
 
