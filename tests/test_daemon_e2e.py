@@ -61,6 +61,7 @@ def daemon_env(tmp_path: Path, fake: FakeSpotify, seed: str) -> dict[str, str]:
         retrain_lead_minutes="0",
         train_max_epochs="1",
         train_epoch_coverage="0.5",
+        train_min_steps="1",
         spotify_timeout_seconds="5",
         playlists=[{"name": PLAYLIST, "seeds": [seed], "length": 20}],
     )

@@ -29,7 +29,12 @@ from service.sinks import playlist_paths
 from tests.crash_harness import synthetic_files
 from tests.fake_spotify import FakeSpotify, Fault
 
-QUICK = {"train_max_epochs": 1, "train_epoch_coverage": 0.3, "watch_stable_seconds": 0.0}
+QUICK = {
+    "train_max_epochs": 1,
+    "train_epoch_coverage": 0.3,
+    "train_min_steps": 1,
+    "watch_stable_seconds": 0.0,
+}
 PLAYLIST = "Jobs test"
 
 

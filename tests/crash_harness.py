@@ -1,0 +1,285 @@
+"""kill -9 the daemon at random points in import, training and sync; check what is left.
+
+Used by `tests/test_crash_safety.py` (a few rounds) and `bench/crash_soak.py` (100 kills).
+One data directory lives through every kill. Each round drops one more export file into
+the watched folder, then starts `songnet run` three times and kills it (SIGKILL) each time at
+a random moment after a phase began:
+
+- import: after "job started" of the import job (the new file is being read and stored);
+- train: after "job started" of a training (start-up retrain over the untrained plays);
+- sync: after a playlist file was written (the Spotify sync to the fake API follows).
+
+After every kill: `PRAGMA integrity_check` passes; the plays stored are exactly those of the
+files the ledger says were imported (nothing lost, nothing doubled: compared with each file
+imported alone into a fresh database); a promoted model, if any, loads; the fake Spotify holds
+at most one playlist per configuration. At the end one daemon runs undisturbed until a weekly
+sync succeeds, and then everything is there: every play once, a loadable model, and in Spotify
+exactly one playlist holding exactly the last generated list.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import sqlite3
+import statistics
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from service.db import open_database
+from service.importer import import_paths
+from service.model_store import load_promoted, promoted_checkpoint
+from tests.daemon_process import DaemonProcess, songnet_env
+from tests.fake_spotify import FakeSpotify
+
+PLAYLIST = "Crash test"
+PHASES = ("import", "train", "sync")
+# How long after a phase's first log line a kill may come (s) until lengths have been seen.
+WINDOWS = {"import": 0.4, "train": 8.0, "sync": 0.2}
+
+PlayKey = tuple[str, int, int, str]
+
+
+@dataclass
+class Kill:
+    phase: str
+    delay: float  # seconds after the phase began
+    round: int
+    inside: bool  # the phase had not finished when the kill came
+
+
+@dataclass
+class CrashRig:
+    root: Path
+    fake: FakeSpotify
+    files: list[Path]  # export files to drop, one per round (outside the watched folder)
+    seed_track: str
+    rng: random.Random
+    reference: dict[str, Counter[PlayKey]] = field(default_factory=dict)
+    kills: list[Kill] = field(default_factory=list)
+    phase_timeout: float = 300.0
+    # How long after a phase began a kill may come (s); learnt from the phases seen to finish.
+    windows: dict[str, float] = field(default_factory=lambda: dict(WINDOWS))
+    seen: dict[str, list[float]] = field(default_factory=lambda: {p: [] for p in PHASES})
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def export_dir(self) -> Path:
+        return self.root / "exports"
+
+    def env(self, phase: str = "sync") -> dict[str, str]:
+        # Weekly runs every few seconds only where the sync is the target: elsewhere a
+        # catch-up at each start would only delay the import or the training.
+        schedule = "*/4 * * * * *" if phase == "sync" else "0 0 1 1 *"
+        env = songnet_env(
+            self.data_dir,
+            self.export_dir,
+            schedule=schedule,
+            watch_interval_seconds="0.5",
+            watch_stable_seconds="0",
+            heartbeat_interval_seconds="1",
+            retrain_debounce_seconds="0",
+            retrain_min_new_plays="1",
+            retrain_lead_minutes="0",
+            train_max_epochs="1",
+            train_epoch_coverage="0.3",
+            train_min_steps="1",
+            spotify_timeout_seconds="5",
+            playlists=[{"name": PLAYLIST, "seeds": [self.seed_track], "length": 25}],
+        )
+        env.update(self.fake.env())
+        return env
+
+    # -- the expected plays -----------------------------------------------------------------
+
+    def build_reference(self) -> None:
+        """Each file imported alone into a fresh database: the plays it must contribute."""
+        for path in self.files:
+            scratch = self.root / "reference" / path.name
+            engine = open_database(scratch)
+            try:
+                import_paths(engine, [path])
+            finally:
+                engine.dispose()
+            self.reference[path.name] = stored_plays(scratch)
+
+    # -- one round --------------------------------------------------------------------------
+
+    def drop(self, path: Path) -> None:
+        self.export_dir.mkdir(parents=True, exist_ok=True)
+        staging = self.export_dir / f".{path.name}.part"
+        shutil.copy(path, staging)
+        staging.rename(self.export_dir / path.name)  # appears whole
+
+    def kill_during(self, phase: str, round_no: int) -> Kill:
+        daemon = DaemonProcess(["run"], self.env(phase))
+        try:
+            began = daemon.wait_for(lambda e: _begins(phase, e), self.phase_timeout)
+            mark = daemon.events.index(began)
+            delay = self.rng.uniform(0, self.windows[phase])
+            time.sleep(delay)
+            daemon.kill9()
+        finally:
+            daemon.stop()
+        self._learn(daemon.events)
+        inside = not any(_ends(phase, e) for e in daemon.events[mark:])
+        kill = Kill(phase, round(delay, 3), round_no, inside)
+        self.kills.append(kill)
+        return kill
+
+    def _learn(self, events: list[dict[str, Any]]) -> None:
+        """Phase lengths from this life's log, so the next kills land inside the phases."""
+        start: dict[str, datetime] = {}
+        for event in events:
+            for phase in PHASES:
+                if _begins(phase, event):
+                    start[phase] = _when(event)
+                elif _ends(phase, event) and phase in start and event.get("outcome") == "ok":
+                    self.seen[phase].append((_when(event) - start.pop(phase)).total_seconds())
+        for phase, lengths in self.seen.items():
+            if lengths:
+                self.windows[phase] = 1.2 * statistics.median(lengths[-5:])
+
+    def run_round(self, round_no: int, phases: tuple[str, ...] = PHASES) -> None:
+        self.drop(self.files[round_no])
+        for phase in phases:
+            self.kill_during(phase, round_no)
+            self.check(after=f"kill in {phase}, round {round_no}")
+
+    # -- checks -----------------------------------------------------------------------------
+
+    def check(self, *, after: str) -> None:
+        assert integrity(self.data_dir) == "ok", after
+        imported = imported_files(self.data_dir)
+        expected: Counter[PlayKey] = Counter()
+        for name in imported:
+            expected += self.reference[name]
+        got = stored_plays(self.data_dir)
+        assert got == expected, (
+            f"{after}: plays lost {sum((expected - got).values())}, doubled {sum((got - expected).values())}"
+        )
+        engine = open_database(self.data_dir)
+        try:
+            if promoted_checkpoint(engine) is not None:
+                assert load_promoted(engine) is not None, (
+                    f"{after}: the promoted model does not load"
+                )
+        finally:
+            engine.dispose()
+        assert len(self.fake.playlists_named(PLAYLIST)) <= 1, (
+            f"{after}: a second playlist in Spotify"
+        )
+
+    def finish(self) -> None:
+        """One undisturbed daemon until a weekly sync is written; then everything is there."""
+        daemon = DaemonProcess(["run"], self.env())
+        try:
+            daemon.wait_for(
+                lambda e: (
+                    e.get("event") == "job finished"
+                    and e.get("job") in ("weekly", "first-playlists")
+                    and e.get("outcome") == "ok"
+                    and e.get("synced") == 1
+                ),
+                self.phase_timeout,
+            )
+            daemon.signal()
+            assert daemon.wait(15) == 0
+        finally:
+            daemon.stop()
+        self.check(after="the final run")
+        dropped = {p.name for p in self.files if (self.export_dir / p.name).exists()}
+        assert set(imported_files(self.data_dir)) == dropped, "a dropped file was never imported"
+        engine = open_database(self.data_dir)
+        try:
+            assert load_promoted(engine) is not None
+        finally:
+            engine.dispose()
+        (playlist,) = self.fake.playlists_named(PLAYLIST)
+        generated = last_generated_uris(self.data_dir)
+        assert playlist.items == generated and generated
+
+
+def _begins(phase: str, event: dict[str, Any]) -> bool:
+    if phase == "sync":  # the file sink wrote the playlist; the Spotify sync comes next
+        return event.get("event") == "playlist written" and "m3u8" in event
+    return event.get("event") == "job started" and event.get("job") == phase
+
+
+def _ends(phase: str, event: dict[str, Any]) -> bool:
+    jobs = ("weekly", "first-playlists") if phase == "sync" else (phase,)
+    return event.get("event") == "job finished" and event.get("job") in jobs
+
+
+def _when(event: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(str(event["timestamp"]))
+
+
+def stored_plays(data_dir: Path) -> Counter[PlayKey]:
+    con = sqlite3.connect(data_dir / "songnet.db")
+    try:
+        rows = con.execute(
+            "SELECT t.key, p.end_ts, p.ms_played, p.source FROM play p JOIN track t ON t.id = p.track_id"
+        ).fetchall()
+    finally:
+        con.close()
+    return Counter((str(k), int(e), int(m), str(s)) for k, e, m, s in rows)
+
+
+def imported_files(data_dir: Path) -> list[str]:
+    con = sqlite3.connect(data_dir / "songnet.db")
+    try:
+        rows = con.execute("SELECT path FROM imported_file WHERE status = 'imported'").fetchall()
+    finally:
+        con.close()
+    return [Path(p).name for (p,) in rows]
+
+
+def integrity(data_dir: Path) -> str:
+    con = sqlite3.connect(data_dir / "songnet.db")
+    try:
+        return str(con.execute("PRAGMA integrity_check").fetchone()[0])
+    finally:
+        con.close()
+
+
+def last_generated_uris(data_dir: Path) -> list[str]:
+    con = sqlite3.connect(data_dir / "songnet.db")
+    try:
+        (tracks,) = con.execute(
+            "SELECT tracks_json FROM playlist_state WHERE name = ?", (PLAYLIST,)
+        ).fetchone()
+    finally:
+        con.close()
+    return [t["uri"] for t in json.loads(tracks) if t["uri"]]
+
+
+def synthetic_files(
+    folder: Path, n_files: int, plays_per_file: int, seed: int = 11
+) -> tuple[list[Path], str]:
+    """An extended export of `n_files` audio files (no video file, no podcasts), and the
+    "Artist - Title" of the most played track of the first file (the playlist's seed, known
+    from the first round on)."""
+    from songnet_core.synthetic import SyntheticConfig, generate_plays, write_extended_export
+
+    plays = generate_plays(
+        SyntheticConfig(n_plays=n_files * plays_per_file, seed=seed, n_artists=120)
+    )
+    written = write_extended_export(
+        plays, folder, records_per_file=plays_per_file, extras=False, seed=seed
+    )
+    audio = sorted(p for p in written if "Audio" in p.name)
+    first = json.loads(audio[0].read_text(encoding="utf-8"))
+    counts = Counter(
+        (r["master_metadata_album_artist_name"], r["master_metadata_track_name"]) for r in first
+    )
+    (artist, title), _ = counts.most_common(1)[0]
+    return audio, f"{artist} - {title}"
