@@ -46,7 +46,9 @@ def test_one_daemon_per_directory_and_a_clean_exit_on_a_signal(tmp_path: Path, s
 
 
 @pytest.mark.corpus
-def test_sigterm_mid_training_stops_at_a_batch_boundary_and_promotes_nothing(tmp_path: Path) -> None:
+def test_sigterm_mid_training_stops_at_a_batch_boundary_and_promotes_nothing(
+    tmp_path: Path,
+) -> None:
     corpus = require_corpus()
     exports = tmp_path / "exports"
     exports.mkdir()
@@ -62,7 +64,14 @@ def test_sigterm_mid_training_stops_at_a_batch_boundary_and_promotes_nothing(tmp
     daemon = DaemonProcess(["run"], env)
     try:
         daemon.wait_event("training started", timeout=120)
-        time.sleep(1.0)
+        # A manual writer waits for the daemon's step, then refuses and says why.
+        manual = {**env, "SONGNET_LOCK_WAIT_SECONDS": "1"}
+        for command in (["import", str(exports)], ["train"], ["sync"]):
+            refused = run_songnet(command, manual)
+            assert refused.returncode == 1, (command, refused.stderr)
+            assert f"the songnet daemon (pid {daemon.pid}, songnet run)" in refused.stderr, (
+                refused.stderr
+            )
         started = time.monotonic()
         daemon.signal(signal.SIGTERM)
         assert daemon.wait(timeout=15) == 0
