@@ -205,10 +205,11 @@ def _load(stored: StoredModel, data: bytes) -> LoadedModel | None:
 
     try:
         return load_checkpoint(data)
-    except CheckpointError as exc:
+    except (CheckpointError, TypeError, KeyError, ValueError, RuntimeError) as exc:
+        # A checkpoint of another songnet version (other config fields, other weights) too.
         log.error(
-            "promoted model cannot be loaded; run `songnet train` to train a new one",
+            "stored model cannot be loaded; run `songnet train` to train a new one",
             model_version=stored.id,
-            error=str(exc),
+            error=f"{type(exc).__name__}: {exc}",
         )
         return None

@@ -114,25 +114,14 @@ def pick(logits: FloatArray, sampling: Sampling, rng: np.random.Generator) -> in
 
 
 def _nucleus(probs: FloatArray, top_p: float) -> npt.NDArray[np.int64]:
-    """Indices of the most probable entries whose mass first reaches `top_p`, likeliest first.
+    """Indices (ascending) of the most probable entries whose mass first reaches `top_p`.
 
-    Sorting 20k probabilities at every step is the slow part of sampling; the nucleus is
-    usually a few hundred tracks, so the top k are partitioned out first and sorted alone,
-    with k grown until they hold the mass.
+    The cut-off probability comes from sorting the values alone, several times cheaper than
+    an argsort of 20k entries at every step; ties at the cut-off are all kept.
     """
-    n = probs.size
-    k = 256
-    while True:
-        if k >= n:
-            top = np.argsort(-probs, kind="stable")
-        else:
-            part = np.argpartition(-probs, k - 1)[:k]
-            top = part[np.argsort(-probs[part], kind="stable")]
-        cum = np.cumsum(probs[top])
-        if k >= n or cum[-1] >= top_p:
-            cut = min(int(np.searchsorted(cum, top_p)) + 1, top.size)
-            return np.asarray(top[:cut], dtype=np.int64)
-        k *= 4
+    ordered = np.sort(probs)[::-1]
+    cut = min(int(np.searchsorted(np.cumsum(ordered), top_p)) + 1, ordered.size)
+    return np.flatnonzero(probs >= ordered[cut - 1])
 
 
 def continue_playlist(

@@ -2,7 +2,7 @@
 
 `LoadedModel.next_scores` reads the whole history again for every next track, and builds the
 vectors of every class each time: right for one call, quadratic for a 50-track playlist over
-a 20k-track library. `ModelStepper` gives the same log-probabilities (a test holds it to
+a 20k-track library. `ModelStepper` gives the same probabilities (a test holds it to
 `next_scores`) by feeding only the tracks added since its last call to the LSTM, and by
 computing the class vectors, class index and copy-attention keys once.
 It follows `SongNet.forward` in eval mode step for step; a change there needs one here.
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from songnet_core.dataset import FloatArray, context_features
-from songnet_core.model import TYPICAL_PLAY_MS, LoadedModel, PlayContext, recency_bucket
+from songnet_core.model import TYPICAL_PLAY_MS, LoadedModel, PlayContext
 
 
 class ModelStepper:
@@ -70,15 +70,12 @@ class ModelStepper:
             return self._scores()
 
     def _feed(self, track: int, artist: int, *, first: bool) -> None:
-        net, vocab = self.net, self.model.vocab
+        net = self.net
         c = self._class_index.get(track, -1)
-        if c >= 0:
-            own, art = int(vocab.own[c]), int(vocab.artist[c])
-        else:
-            own, art = 0, self._artist_index.get(artist, 0)
-        e = net.own_emb.weight[own] + net.artist_emb.weight[art]
-        if net.feat_proj is not None and c >= 0:
-            e = e + net.feat_proj(net.get_buffer("track_features")[c])
+        if c >= 0:  # a class's input vector is its (tied) class vector
+            e = self._vectors[c]
+        else:  # known only through its artist, if at all
+            e = net.own_emb.weight[0] + net.artist_emb.weight[self._artist_index.get(artist, 0)]
         assert self._context is not None and self._zone is not None
         ts = self._context.ts
         row = context_features(ts, None if first else ts, TYPICAL_PLAY_MS, None, self._zone)
@@ -88,7 +85,7 @@ class ModelStepper:
         self._h = out[0, 0]
         if net.cfg.copy:
             prev = self._prev_e if self._prev_e is not None else torch.zeros_like(e)
-            self._keys.append(net.key(torch.cat([e, prev])))
+            self._keys.append(net.key(torch.cat([e, prev, torch.tensor(row, dtype=torch.float32)])))
             self._cls.append(c)
         self._prev_e = e
 
@@ -102,10 +99,18 @@ class ModelStepper:
         keys = torch.stack(self._keys)  # [t, dim]
         att = keys @ net.query(h) / math.sqrt(net.cfg.dim)
         dist = torch.arange(t - 1, -1, -1)
-        att = att + net.recency(recency_bucket(dist, net.cfg.recency_buckets)).squeeze(-1)
+        att = att + net.recency_bias(dist, dist.float() * (TYPICAL_PLAY_MS / 3_600_000))
         cls = torch.tensor(self._cls, dtype=torch.long)
         attn = torch.softmax(att.masked_fill(cls < 0, float("-inf")), dim=-1).nan_to_num(0.0)
-        copy = torch.zeros_like(logits).scatter_add_(0, cls.clamp(min=0), attn)
         g = net.gate(h)
-        logp = torch.logaddexp(F.logsigmoid(g) + F.log_softmax(logits, dim=-1), F.logsigmoid(-g) + copy.clamp(min=1e-12).log())
+        log_explore, log_copy_w = F.logsigmoid(g), F.logsigmoid(-g)
+        logp = log_explore + F.log_softmax(logits, dim=-1)
+        # The copy expert's mass sits on the few classes of the history. (The forward pass
+        # also gives every other class a floor of 1e-12 copy mass; leaving it out changes no
+        # probability by more than 1e-12.)
+        known = cls >= 0
+        if bool(known.any()):
+            where, inverse = torch.unique(cls[known], return_inverse=True)
+            mass = torch.zeros(where.numel()).scatter_add_(0, inverse, attn[known])
+            logp[where] = torch.logaddexp(logp[where], log_copy_w + mass.clamp(min=1e-12).log())
         return np.asarray(logp.numpy(), dtype=np.float32)
