@@ -411,6 +411,14 @@ class Daemon:
     def start(self) -> None:
         bridge_scheduler_logs()
         self._record_start()
+        try:  # so that the folder to drop exports into is there to be found
+            self.settings.export_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            log.warning(
+                "export folder missing and not creatable",
+                export_dir=str(self.settings.export_dir),
+                error=str(exc),
+            )
         self.add_jobs()
         self.scheduler.start()
         log.info(
