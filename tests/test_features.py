@@ -263,3 +263,26 @@ def test_recompute_features_from_the_stored_history(tmp_path: Path) -> None:
     m = load_feature_matrix(engine, sorted(cached))
     assert m.shape == (n, FEATURE_DIM) and np.isfinite(m).all()
     assert m[:, FEATURE_NAMES.index("recency")].max() == 1.0
+
+
+def test_features_import_csv_command(library_db: Engine, tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    data_dir = tmp_path / "data"  # where library_db lives
+    good = write(tmp_path / "audio.csv", f"id,danceability,energy\n{ID1},0.7,0.4\n,0.1,0.1\n")
+    runner = CliRunner()
+    result = runner.invoke(app, ["--data-dir", str(data_dir), "features", "import-csv", str(good), "--json"])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["rows"] == 2 and report["stored"] == 1 and report["bad_rows"] == {"no track id": 1}
+    assert report["matched_tracks"] == 1
+    table = runner.invoke(app, ["--data-dir", str(data_dir), "features", "import-csv", str(good)])
+    assert table.exit_code == 0 and "no track id: 1" in table.stderr and table.stdout == ""
+    bad = write(tmp_path / "bad.csv", "name\nx\n")
+    failed = runner.invoke(app, ["--data-dir", str(data_dir), "features", "import-csv", str(bad), "--json"])
+    assert failed.exit_code == 1
+    assert "no track column" in json.loads(failed.stdout)["error"] and "no track column" in failed.stderr
