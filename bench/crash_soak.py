@@ -18,6 +18,7 @@ import argparse
 import math
 import random
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -39,6 +40,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--plays-per-file", type=int, default=800)
     args = parser.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so the daemon being tested is not left behind.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     rounds = math.ceil(args.kills / len(PHASES))
     root = Path(tempfile.mkdtemp(prefix="songnet-crash-"))
     started = time.monotonic()
