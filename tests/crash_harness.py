@@ -122,7 +122,11 @@ class CrashRig:
     def kill_during(self, phase: str, round_no: int) -> Kill:
         daemon = DaemonProcess(["run"], self.env(phase))
         try:
-            began = daemon.wait_for(lambda e: _begins(phase, e), self.phase_timeout)
+            began = daemon.wait_for(
+                lambda e: _begins(phase, e) or e.get("level") == "error", self.phase_timeout
+            )
+            # Nothing but the kills may go wrong here: an error line fails at once.
+            assert began.get("level") != "error", f"the daemon logged an error:\n{daemon.tail()}"
             mark = daemon.events.index(began)
             delay = self.rng.uniform(0, self.windows[phase])
             time.sleep(delay)
