@@ -43,8 +43,11 @@ def require_root(why: str) -> None:
 # A small export and quick training: the deployment is under test, not the model.
 QUICK_RUN = {
     "SONGNET_WATCH_STABLE_SECONDS": "0",
+    "SONGNET_WATCH_INTERVAL_SECONDS": "1",
+    "SONGNET_RETRAIN_DEBOUNCE_SECONDS": "0",
     "SONGNET_TRAIN_MAX_EPOCHS": "1",
     "SONGNET_TRAIN_EPOCH_COVERAGE": "0.5",
+    "SONGNET_TRAIN_MIN_STEPS": "4",
     "SONGNET_LOG_FORMAT": "json",
 }
 QUICK_PLAYLIST = "songnet-weekly"  # the default playlist's file name
