@@ -1,16 +1,19 @@
-"""The sequence model: an LSTM over the listener's history with a copy mechanism.
+"""The sequence model: an LSTM over the listener's history with a copy expert and a memory.
 
 Each position is a kept play: its track (own embedding if frequent enough, plus its artist's,
 plus an optional projection of the feature cache's row) and its context features. An LSTM
-reads the sequence; the next track's distribution mixes two experts (RepeatNet-style):
+reads the last `window` positions; the next track's distribution mixes two experts
+(RepeatNet-style, a gate from the LSTM state weighs them):
 - explore: a full softmax over every class, scored against the same track vectors as the
   input (tied), so rare tracks are reached through their artist's vector;
-- copy: attention over the earlier positions of the window, whose keys hold the track *and
-  the track before it*, so "what followed this track last time" and plain repeats are one
-  lookup; a learned bias per recency bucket favours the recent past.
-A gate from the LSTM state weighs the two. `forward` returns log-probabilities of the
-mixture for every class (or, with targets, only the loss: training never needs the full
-matrix of the copy expert).
+- copy: attention over the earlier positions, the window and a longer memory before it
+  (plays the LSTM does not run over: listeners come back to tracks of weeks ago). Keys hold
+  the track, the track before it and the play's context, so "what followed this track last
+  time", "what I play at this hour" and plain repeats are all one lookup; learned biases per
+  bucket of steps back and of hours back weigh the recent past.
+`forward` returns log-probabilities of the mixture for every class of the window's
+positions, or, with targets, only the loss (training never needs the copy expert's full
+matrix).
 """
 
 from __future__ import annotations
@@ -41,19 +44,25 @@ class ModelConfig:
     hidden: int = 128  # LSTM state size
     dropout: float = 0.2
     copy: bool = True  # the copy expert (off: a plain softmax LSTM)
-    recency_buckets: int = 24
+    memory: int = 0  # positions before the LSTM's window that the copy expert reads
+    step_buckets: int = 26  # log-spaced buckets of steps back (2 per doubling)
+    hour_buckets: int = 24  # log-spaced buckets of hours back (quarter hours to years)
 
 
 class Batch(NamedTuple):
-    cls: Tensor  # [B, T] class of each input track, -1 where it is not a class
-    own: Tensor  # [B, T] own-embedding row, 0 = none
-    artist: Tensor  # [B, T] artist row, 0 = unknown
-    context: Tensor  # [B, T, n_context]
+    """`memory` leading positions are history for the copy expert only; the LSTM runs over
+    the rest (the window) and predicts the track after each of them."""
+
+    cls: Tensor  # [B, M+T] class of each track, -1 where it is not a class (or padding)
+    own: Tensor  # [B, M+T] own-embedding row, 0 = none
+    artist: Tensor  # [B, M+T] artist row, 0 = unknown
+    context: Tensor  # [B, M+T, n_context]
+    hours: Tensor  # [B, M+T] when each play ended, in hours (any fixed origin)
+    memory: int = 0
 
 
-def recency_bucket(distance: Tensor, n_buckets: int) -> Tensor:
-    """Log-spaced buckets of how many steps back a position is (0 = the current track)."""
-    return (torch.log2(distance.float() + 1.0) * 2.0).long().clamp(max=n_buckets - 1)
+def log_bucket(distance: Tensor, per_doubling: float, n_buckets: int) -> Tensor:
+    return (torch.log2(distance.float().clamp(min=0.0) + 1.0) * per_doubling).long().clamp(max=n_buckets - 1)
 
 
 class SongNet(nn.Module):
@@ -74,8 +83,9 @@ class SongNet(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         if cfg.copy:
             self.query = nn.Linear(cfg.hidden, cfg.dim)
-            self.key = nn.Linear(2 * cfg.dim, cfg.dim)
-            self.recency = nn.Embedding(cfg.recency_buckets, 1)
+            self.key = nn.Linear(2 * cfg.dim + cfg.n_context, cfg.dim)
+            self.steps_back = nn.Embedding(cfg.step_buckets, 1)
+            self.hours_back = nn.Embedding(cfg.hour_buckets, 1)
             self.gate = nn.Linear(cfg.hidden, 1)
         for emb in (self.own_emb, self.artist_emb):
             nn.init.normal_(emb.weight, std=0.1)
@@ -95,35 +105,43 @@ class SongNet(nn.Module):
             v = v + known * self.feat_proj(feats[x.cls.clamp(min=0)])
         return v
 
+    def recency_bias(self, steps: Tensor, hours: Tensor) -> Tensor:
+        """The copy expert's learned preference for plays `steps` positions and `hours` back."""
+        by_steps: Tensor = self.steps_back(log_bucket(steps, 2.0, self.cfg.step_buckets)).squeeze(-1)
+        by_hours: Tensor = self.hours_back(log_bucket(hours * 4.0, 1.0, self.cfg.hour_buckets)).squeeze(-1)
+        return by_steps + by_hours
+
     def forward(self, x: Batch, targets: Tensor | None = None) -> tuple[Tensor | None, Tensor | None]:
-        e = self.drop(self.embed(x))
-        h, _ = self.lstm(torch.tanh(self.inp(torch.cat([e, x.context], dim=-1))))
+        m = x.memory
+        e_all = self.drop(self.embed(x))
+        h, _ = self.lstm(torch.tanh(self.inp(torch.cat([e_all[:, m:], x.context[:, m:]], dim=-1))))
         h = self.drop(h)
         logits = self.out(h) @ self.class_vectors().T + self.bias  # [B, T, C]
         if not self.cfg.copy:
             if targets is None:
                 return F.log_softmax(logits, dim=-1), None
             return None, F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1)
-        # Copy expert: attention of each step over the steps up to it.
-        b, t = x.cls.shape
-        prev = torch.cat([torch.zeros_like(e[:, :1]), e[:, :-1]], dim=1)
-        keys = self.key(torch.cat([e, prev], dim=-1))
-        att = self.query(h) @ keys.transpose(1, 2) / math.sqrt(self.cfg.dim)  # [B, T, T]
-        pos = torch.arange(t, device=e.device)
-        dist = pos[:, None] - pos[None, :]
-        att = att + self.recency(recency_bucket(dist.clamp(min=0), self.cfg.recency_buckets)).squeeze(-1)
-        allowed = (dist >= 0)[None] & (x.cls >= 0)[:, None, :]
+        # Copy expert: each window step attends over memory and window up to itself.
+        b, t = h.shape[:2]
+        prev = torch.cat([torch.zeros_like(e_all[:, :1]), e_all[:, :-1]], dim=1)
+        keys = self.key(torch.cat([e_all, prev, x.context], dim=-1))  # [B, M+T, dim]
+        att = self.query(h) @ keys.transpose(1, 2) / math.sqrt(self.cfg.dim)  # [B, T, M+T]
+        steps = (torch.arange(t, device=h.device) + m)[:, None] - torch.arange(m + t, device=h.device)[None, :]
+        hours = x.hours[:, m:, None] - x.hours[:, None, :]  # [B, T, M+T]
+        att = att + self.recency_bias(steps, hours)
+        allowed = (steps >= 0)[None] & (x.cls >= 0)[:, None, :]
         attn = torch.softmax(att.masked_fill(~allowed, float("-inf")), dim=-1).nan_to_num(0.0)
         g = self.gate(h)  # log-odds of exploring over copying
-        log_explore, log_copy_w = F.logsigmoid(g), F.logsigmoid(-g)
+        log_explore, log_copy = F.logsigmoid(g), F.logsigmoid(-g)
         if targets is None:
-            copy = torch.zeros_like(logits).scatter_add_(2, x.cls.clamp(min=0)[:, None, :].expand(b, t, t), attn)
-            logp = torch.logaddexp(log_explore + F.log_softmax(logits, dim=-1), log_copy_w + copy.clamp(min=1e-12).log())
+            index = x.cls.clamp(min=0)[:, None, :].expand(b, t, m + t)
+            copy = torch.zeros_like(logits).scatter_add_(2, index, attn)
+            logp = torch.logaddexp(log_explore + F.log_softmax(logits, dim=-1), log_copy + copy.clamp(min=1e-12).log())
             return logp, None
         tgt = targets.clamp(min=0)
         explore = logits.gather(2, tgt[..., None]).squeeze(-1) - logits.logsumexp(-1)
         copy_t = (attn * (x.cls[:, None, :] == tgt[..., None])).sum(-1)
-        logp_t = torch.logaddexp(log_explore.squeeze(-1) + explore, log_copy_w.squeeze(-1) + copy_t.clamp(min=1e-12).log())
+        logp_t = torch.logaddexp(log_explore.squeeze(-1) + explore, log_copy.squeeze(-1) + copy_t.clamp(min=1e-12).log())
         mask = targets >= 0
         return None, -(logp_t * mask).sum() / mask.sum().clamp(min=1)
 
@@ -147,9 +165,14 @@ class LoadedModel:
 
     module: SongNet
     vocab: Vocabulary
-    window: int  # positions of history the model reads back (the training window)
+    window: int  # positions the LSTM reads back (the training window)
     metrics: dict[str, float]
     info: dict[str, str | int | float]
+
+    @property
+    def memory(self) -> int:
+        """Positions before the window that the copy expert reads."""
+        return self.module.cfg.memory
 
     @property
     def track_ids(self) -> IntArray:
@@ -162,28 +185,32 @@ class LoadedModel:
         context: PlayContext | None = None,
         *,
         history_artist_ids: Sequence[int] | None = None,
+        history_end_ts: Sequence[int] | None = None,
     ) -> FloatArray:
         """Log-probabilities of the next track for every class, aligned with `track_ids`.
 
         `history_track_ids` are library track ids, oldest first (seeds, then what was chosen;
-        the listener's recent plays may come before them). They are taken as played back to
-        back at `context.ts` (default: now is unknown, midday UTC of day 0). Tracks that are not
-        classes still count as context through their artist, where `history_artist_ids` gives
-        it. The current (last) track is not excluded: callers apply their own rules.
+        the listener's recent plays may come before them: the last `window + memory` count).
+        Without `history_end_ts` they are taken as played back to back up to `context.ts`
+        (default: midday UTC of day 0). Tracks that are not classes still count as context
+        through their artist, where `history_artist_ids` gives it. The current (last) track is
+        not excluded: callers apply their own rules.
         """
         ctx = context or PlayContext(ts=12 * 3600)
-        hist = list(history_track_ids)[-self.window :]
-        if not hist:
+        n = min(len(history_track_ids), self.window + self.memory)
+        if n == 0:
             raise ValueError("next_scores needs at least one track of history")
-        artists = list(history_artist_ids)[-len(hist) :] if history_artist_ids is not None else None
-        x = self._batch(hist, artists, ctx)
+        hist = list(history_track_ids)[-n:]
+        artists = list(history_artist_ids)[-n:] if history_artist_ids is not None else None
+        ends = list(history_end_ts)[-n:] if history_end_ts is not None else None
+        x = self._batch(hist, artists, ends, ctx, memory=max(0, n - self.window))
         with torch.no_grad():
             logp, _ = self.module(x)
         assert logp is not None
         out: FloatArray = logp[0, -1].numpy().astype(np.float32)
         return out
 
-    def _batch(self, tracks: list[int], artists: list[int] | None, ctx: PlayContext) -> Batch:
+    def _batch(self, tracks: list[int], artists: list[int] | None, ends: list[int] | None, ctx: PlayContext, memory: int) -> Batch:
         ci = self.vocab.class_index()
         cls = np.asarray([ci.get(t, -1) for t in tracks], dtype=np.int64)
         if artists is not None:
@@ -194,19 +221,29 @@ class LoadedModel:
         own = np.where(cls >= 0, self.vocab.own[np.maximum(cls, 0)], 0)
         zone = ZoneInfo(ctx.tz)
         rows = []
-        for i in range(len(tracks)):
-            row = context_features(ctx.ts, None if i == 0 else ctx.ts, TYPICAL_PLAY_MS, None, zone)
-            row[4] = 1.0 if i == 0 else 0.0  # a long gap before the first: a new session
-            row[5] = 1.0 if i == 0 else 0.0
-            rows.append(row)
+        if ends is None:
+            # Back to back at ctx.ts: one context for all, a typical play's length apart.
+            for i in range(len(tracks)):
+                row = context_features(ctx.ts, None if i == 0 else ctx.ts, TYPICAL_PLAY_MS, None, zone)
+                row[4] = row[5] = 1.0 if i == 0 else 0.0  # a long gap before the first: a new session
+                rows.append(row)
+            hours = (np.arange(len(tracks)) - (len(tracks) - 1)) * (TYPICAL_PLAY_MS / 3_600_000)
+        else:
+            for i, end in enumerate(ends):
+                row = context_features(end, None if i == 0 else ends[i - 1], TYPICAL_PLAY_MS, None, zone)
+                row[5] = 1.0 if i == 0 or end - ends[i - 1] > SESSION_GAP_S else 0.0
+                rows.append(row)
+            hours = (np.asarray(ends, dtype=np.float64) - ends[-1]) / 3600.0
         return Batch(
             cls=torch.from_numpy(cls)[None], own=torch.from_numpy(own.astype(np.int64))[None],
             artist=torch.from_numpy(art.astype(np.int64))[None],
             context=torch.tensor(rows, dtype=torch.float32)[None],
+            hours=torch.from_numpy(hours.astype(np.float32))[None], memory=memory,
         )  # fmt: skip
 
 
 TYPICAL_PLAY_MS = 200_000
+SESSION_GAP_S = 1800
 
 
 def save_checkpoint(

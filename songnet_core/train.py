@@ -41,16 +41,18 @@ class TrainConfig:
     dropout: float = 0.2
     copy: bool = True
     min_count: int = 2  # plays a track needs for an embedding of its own
-    window: int = 256  # positions per training sequence, and history read back when scoring
+    window: int = 128  # positions the LSTM reads per training sequence, and back when scoring
+    memory: int = 1024  # positions before the window that the copy expert reads
     batch_size: int = 8  # windows per step
-    coverage: float = 4.0  # an epoch draws windows covering each position this many times
+    coverage: float = 1.0  # an epoch draws windows covering each position this many times
+    min_steps: int = 32  # ... and at least this many batches (small histories)
     lr: float = 3e-3
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     max_epochs: int = 30
     patience: int = 3
     val_share: float = 0.15
-    refit: bool = False
+    refit: bool = True
     seed: int = 0
     threads: int | None = None  # default: every core of the machine
     use_track_features: bool = True
@@ -102,14 +104,18 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
     stopped: bool = False
     history: list[dict[str, float]] = field(default_factory=list)
+    # The early-stopped model that never saw the validation sessions (with `refit`, `model`
+    # has): compare models on validation sessions with this one.
+    validation_model: LoadedModel | None = None
 
 
 class ModelScorer:
-    """Scores positions of a sequence with a model: each prediction reads up to `window`
-    positions back (at least half of it, windows overlap by half)."""
+    """Scores positions of a sequence with a model: the LSTM reads up to `window` positions
+    back (at least half of it: windows overlap by half), the copy expert `memory` more."""
 
     def __init__(self, module: SongNet, enc: EncodedSequence, window: int, batch_windows: int = 8) -> None:
         self.module, self.enc, self.window, self.batch_windows = module, enc, window, batch_windows
+        self.memory = module.cfg.memory
 
     def scores(self, positions: IntArray) -> FloatArray:
         half = max(1, self.window // 2)
@@ -123,8 +129,7 @@ class ModelScorer:
         with torch.no_grad():
             for b in range(0, len(uniq), self.batch_windows):
                 ks = uniq[b : b + self.batch_windows]
-                starts = ks * half
-                x, _ = make_batch(self.enc, starts, self.window, len(self.enc.seq))
+                x, _ = make_batch(self.enc, ks * half, self.window, len(self.enc.seq), self.memory)
                 logp, _ = self.module(x)
                 assert logp is not None
                 for j, k in enumerate(ks):
@@ -133,23 +138,32 @@ class ModelScorer:
         return out
 
 
-def make_batch(enc: EncodedSequence, starts: IntArray, window: int, end: int) -> tuple[Batch, torch.Tensor]:
-    """Windows [s, s + window) clipped at `end`, right-padded; targets are the next class
+def make_batch(
+    enc: EncodedSequence, starts: IntArray, window: int, end: int, memory: int = 0
+) -> tuple[Batch, torch.Tensor]:
+    """Windows [s, s + window) clipped at `end` and right-padded, each after the `memory`
+    positions before s (left-padded); targets are the next class of each window position
     (-1 past `end` or in padding)."""
-    n = len(starts)
-    cls = np.full((n, window), -1, dtype=np.int64)
-    own = np.zeros((n, window), dtype=np.int64)
-    art = np.zeros((n, window), dtype=np.int64)
-    ctx = np.zeros((n, window, N_CONTEXT), dtype=np.float32)
+    n, span = len(starts), memory + window
+    cls = np.full((n, span), -1, dtype=np.int64)
+    own = np.zeros((n, span), dtype=np.int64)
+    art = np.zeros((n, span), dtype=np.int64)
+    ctx = np.zeros((n, span, N_CONTEXT), dtype=np.float32)
+    hours = np.zeros((n, span), dtype=np.float32)
     tgt = np.full((n, window), -1, dtype=np.int64)
-    t = enc.tracks
-    for i, s in enumerate(starts):
-        e = min(int(s) + window, end)
-        m = e - int(s)
-        cls[i, :m], own[i, :m], art[i, :m] = t.cls[s:e], t.own[s:e], t.artist[s:e]
-        ctx[i, :m] = enc.seq.context[s:e]
-        tgt[i, : max(0, min(m, end - int(s) - 1))] = t.cls[s + 1 : min(e + 1, end)]
-    x = Batch(torch.from_numpy(cls), torch.from_numpy(own), torch.from_numpy(art), torch.from_numpy(ctx))
+    t, ts = enc.tracks, enc.seq.end_ts
+    for i, s in enumerate(int(v) for v in starts):
+        a, e = max(0, s - memory), min(s + window, end)
+        lo, hi = memory - (s - a), memory + (e - s)  # where [a, e) lands in the row
+        cls[i, lo:hi], own[i, lo:hi], art[i, lo:hi] = t.cls[a:e], t.own[a:e], t.artist[a:e]
+        ctx[i, lo:hi] = enc.seq.context[a:e]
+        hours[i, lo:hi] = (ts[a:e] - ts[s]) / 3600.0
+        m = max(0, min(e, end - 1) - s)
+        tgt[i, :m] = t.cls[s + 1 : s + 1 + m]
+    x = Batch(
+        torch.from_numpy(cls), torch.from_numpy(own), torch.from_numpy(art), torch.from_numpy(ctx),
+        torch.from_numpy(hours), memory,
+    )  # fmt: skip
     return x, torch.from_numpy(tgt)
 
 
@@ -158,7 +172,7 @@ def _build_model(cfg: TrainConfig, vocab: Vocabulary, features: TrackFeatureTabl
     mc = ModelConfig(
         n_classes=vocab.n_classes, n_own=vocab.n_own, n_artists=vocab.n_artists, n_context=N_CONTEXT,
         n_track_features=0 if feats is None else feats.shape[1], dim=cfg.dim, hidden=cfg.hidden,
-        dropout=cfg.dropout, copy=cfg.copy,
+        dropout=cfg.dropout, copy=cfg.copy, memory=cfg.memory if cfg.copy else 0,
     )  # fmt: skip
     return SongNet(
         mc, torch.from_numpy(vocab.own), torch.from_numpy(vocab.artist),
@@ -208,6 +222,8 @@ def train(
         return TrainResult(None, stopped=True)
     best_state, best_epoch, best_val, history, tokens = fit
     model.load_state_dict(best_state)
+    model.eval()
+    validation_model = LoadedModel(model, vocab, config.window, {}, {"phase": "fit"})
     metrics: dict[str, float] = {
         "val_hr@10": best_val if best_val >= 0 else math.nan, "best_epoch": float(best_epoch), "val_steps": float(len(val_pos)),
         "val_first_session": float(val_first), "train_sessions": float(n_train),
@@ -226,7 +242,8 @@ def train(
     metrics.update({"train_seconds": elapsed, "tokens_per_second": tokens / max(elapsed, 1e-9)})
     model.eval()
     loaded = LoadedModel(model, vocab, config.window, metrics, {"config": str(asdict(config))})
-    return TrainResult(loaded, metrics, False, history)
+    validation_model.metrics = metrics
+    return TrainResult(loaded, metrics, False, history, validation_model if config.refit else loaded)
 
 
 FitOutcome = tuple[dict[str, torch.Tensor], int, float, list[dict[str, float]], int]
@@ -251,14 +268,14 @@ def _fit(
     history: list[dict[str, float]] = []
     for epoch in range(1, epochs + 1):
         model.train()
-        n_windows = max(cfg.batch_size, math.ceil(cfg.coverage * end / cfg.window))
+        n_windows = max(cfg.batch_size * cfg.min_steps, math.ceil(cfg.coverage * end / cfg.window))
         starts = rng.integers(0, max(1, end - cfg.window // 2), size=n_windows)
         steps = math.ceil(len(starts) / cfg.batch_size)
         total, count = 0.0, 0
         for step in range(steps):
             if should_stop is not None and should_stop():
                 return None
-            x, y = make_batch(enc, starts[step * cfg.batch_size : (step + 1) * cfg.batch_size], cfg.window, end)
+            x, y = make_batch(enc, starts[step * cfg.batch_size : (step + 1) * cfg.batch_size], cfg.window, end, cfg.memory)
             _, loss = model(x, y)
             assert loss is not None
             opt.zero_grad(set_to_none=True)

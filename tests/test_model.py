@@ -21,11 +21,11 @@ from tests.test_evaluate import history
 C, OWN, ARTISTS = 12, 6, 4
 
 
-def tiny(copy: bool = True, features: int = 0) -> SongNet:
+def tiny(copy: bool = True, features: int = 0, memory: int = 0) -> SongNet:
     torch.manual_seed(0)
     cfg = ModelConfig(
         n_classes=C, n_own=OWN, n_artists=ARTISTS, n_context=N_CONTEXT, n_track_features=features,
-        dim=8, hidden=16, dropout=0.0, copy=copy,
+        dim=8, hidden=16, dropout=0.0, copy=copy, memory=memory,
     )  # fmt: skip
     own = torch.tensor([1, 2, 3, 4, 5, 0, 0, 0, 0, 0, 0, 0])
     artist = torch.tensor([1, 1, 2, 2, 3, 3, 1, 2, 3, 0, 1, 2])
@@ -33,19 +33,21 @@ def tiny(copy: bool = True, features: int = 0) -> SongNet:
     return SongNet(cfg, own, artist, feats).eval()
 
 
-def batch(b: int = 2, t: int = 7, seed: int = 0) -> Batch:
+def batch(b: int = 2, t: int = 7, seed: int = 0, memory: int = 0) -> Batch:
     g = torch.Generator().manual_seed(seed)
-    cls = torch.randint(-1, C, (b, t), generator=g)
-    own = torch.where(cls >= 0, torch.randint(0, OWN, (b, t), generator=g), 0)
-    artist = torch.randint(0, ARTISTS, (b, t), generator=g)
-    return Batch(cls, own, artist, torch.randn(b, t, N_CONTEXT, generator=g))
+    n = memory + t
+    cls = torch.randint(-1, C, (b, n), generator=g)
+    own = torch.where(cls >= 0, torch.randint(0, OWN, (b, n), generator=g), 0)
+    artist = torch.randint(0, ARTISTS, (b, n), generator=g)
+    hours = torch.rand(b, n, generator=g).mul(30).cumsum(1)
+    return Batch(cls, own, artist, torch.randn(b, n, N_CONTEXT, generator=g), hours, memory)
 
 
-@pytest.mark.parametrize("copy", [True, False])
+@pytest.mark.parametrize(("copy", "memory"), [(True, 0), (True, 5), (False, 0)])
 @pytest.mark.parametrize("features", [0, 3])
-def test_log_probabilities_are_normalised_and_match_the_loss(copy: bool, features: int) -> None:
-    model = tiny(copy, features)
-    x = batch()
+def test_log_probabilities_are_normalised_and_match_the_loss(copy: bool, memory: int, features: int) -> None:
+    model = tiny(copy, features, memory)
+    x = batch(memory=memory)
     logp, loss = model(x)
     assert loss is None and logp is not None
     assert logp.shape == (2, 7, C)
@@ -60,16 +62,33 @@ def test_log_probabilities_are_normalised_and_match_the_loss(copy: bool, feature
 
 
 def test_predictions_depend_only_on_the_past() -> None:
-    model = tiny()
-    x = batch(b=1, t=6)
-    changed = Batch(x.cls.clone(), x.own.clone(), x.artist.clone(), x.context.clone())
-    changed.cls[0, 4:] = torch.tensor([3, 4])
-    changed.context[0, 4:] += 1.0
+    model = tiny(memory=3)
+    x = batch(b=1, t=6, memory=3)
+    changed = Batch(x.cls.clone(), x.own.clone(), x.artist.clone(), x.context.clone(), x.hours.clone(), 3)
+    changed.cls[0, 7:] = torch.tensor([3, 4])
+    changed.own[0, 7:] = torch.tensor([1, 2])
+    changed.context[0, 7:] += 1.0
+    changed.hours[0, 7:] += 100.0
     a, _ = model(x)
     b, _ = model(changed)
     assert a is not None and b is not None
+    assert a.shape == (1, 6, C)  # predictions for the window only
     assert torch.allclose(a[0, :4], b[0, :4], atol=1e-6)
     assert not torch.allclose(a[0, 4:], b[0, 4:])
+
+
+def test_memory_is_read_by_the_copy_expert_only() -> None:
+    model = tiny(memory=4)
+    x = batch(b=1, t=3, memory=4)
+    with torch.no_grad():
+        model.gate.bias.fill_(-20.0)  # all weight on copying
+    x.cls[0, :4] = torch.tensor([5, 5, 6, -1])
+    logp, _ = model(x)
+    assert logp is not None
+    p = logp[0, 0].exp()
+    # The first window step can copy the memory's tracks and its own, nothing else.
+    allowed = {5, 6, int(x.cls[0, 4])} - {-1}
+    assert torch.isclose(p[sorted(allowed)].sum(), torch.tensor(1.0), atol=1e-4)
 
 
 def test_copy_expert_puts_mass_on_tracks_in_the_window() -> None:
@@ -78,6 +97,7 @@ def test_copy_expert_puts_mass_on_tracks_in_the_window() -> None:
         model.gate.bias.fill_(-20.0)  # all weight on copying
     x = batch(b=1, t=5)
     x.cls[0] = torch.tensor([2, 7, -1, 9, 7])
+    x.own[0] = torch.tensor([1, 2, 0, 3, 2])
     logp, _ = model(x)
     assert logp is not None
     p = logp[0, -1].exp()
@@ -87,8 +107,8 @@ def test_copy_expert_puts_mass_on_tracks_in_the_window() -> None:
 
 
 def test_gradients_reach_every_parameter() -> None:
-    model = tiny(copy=True, features=3).train()
-    _, loss = model(batch(), torch.randint(0, C, (2, 7)))
+    model = tiny(copy=True, features=3, memory=2).train()
+    _, loss = model(batch(memory=2), torch.randint(0, C, (2, 7)))
     assert loss is not None
     loss.backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
@@ -115,6 +135,9 @@ def test_checkpoint_round_trip_scores_the_same() -> None:
     # A track that is not a class still reads as context through its artist.
     unknown = loaded.next_scores([1, 99], ctx, history_artist_ids=[1, 2])
     assert unknown.shape == s.shape and not np.allclose(unknown, loaded.next_scores([1, 99], ctx))
+    # Real play times may be given; they change the context the model reads.
+    timed = loaded.next_scores([1, 2], ctx, history_end_ts=[ctx.ts - 86_400, ctx.ts])
+    assert timed.shape == s.shape and not np.allclose(timed, s)
 
 
 def test_next_scores_uses_the_hour_of_the_context() -> None:

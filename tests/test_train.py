@@ -20,7 +20,10 @@ from songnet_core.train import (
 )
 from tests.test_evaluate import history
 
-TINY = TrainConfig(dim=16, hidden=32, window=32, batch_size=8, coverage=2.0, max_epochs=3, patience=2, lr=1e-2, threads=1)
+TINY = TrainConfig(
+    dim=16, hidden=32, window=32, memory=32, batch_size=8, coverage=2.0, min_steps=4, max_epochs=3, patience=2,
+    lr=1e-2, threads=1, refit=False,
+)  # fmt: skip
 
 
 def album_sessions(n: int = 120, seed: int = 0) -> list[list[int]]:
@@ -100,10 +103,17 @@ def test_progress_reports_loss_and_validation() -> None:
 def test_refit_trains_on_every_session_for_the_best_epochs() -> None:
     phases: list[str] = []
     cfg = TrainConfig(**{**TINY.__dict__, "refit": True, "max_epochs": 2, "patience": 2})
+    assert TrainConfig().refit  # the default
     result = train(cfg, data(), progress=lambda p: phases.append(p.phase))
     assert result.model is not None
     assert "fit" in phases and "refit" in phases
     assert phases.index("refit") > len(phases) - phases[::-1].index("fit") - 1
+    # The model that never saw the validation sessions is kept for fair comparisons.
+    val_model = result.validation_model
+    assert val_model is not None and val_model.module is not result.model.module
+    assert not torch.equal(val_model.module.bias, result.model.module.bias)
+    plain = train(TINY, data())
+    assert plain.validation_model is plain.model
 
 
 def test_context_only_sessions_are_never_learned_from() -> None:
@@ -131,21 +141,43 @@ def test_windowed_scoring_matches_a_direct_forward_pass() -> None:
     result = train(TINY, TrainingData(seq))
     assert result.model is not None
     enc = EncodedSequence.build(seq, result.model.vocab)
-    module = result.model.module
-    window = 16
+    module, window, memory = result.model.module, 16, TINY.memory
     positions = np.arange(1, len(seq))
     scored = ModelScorer(module, enc, window).scores(positions)
-    x, _ = make_batch(enc, np.array([0]), window, len(seq))
+    x, _ = make_batch(enc, np.array([0]), window, len(seq), memory)
     with torch.no_grad():
         direct, _ = module(x)
     assert direct is not None
     # Positions in the first window come from the first window's outputs.
     assert np.allclose(scored[: window - 1], direct[0, : window - 1].numpy(), atol=1e-5)
-    # A later position reads at least half a window back: same as a window starting there.
-    p = 40
+    # A later position reads at least half a window back, plus the memory before it: the
+    # same as one window starting there.
+    p = 60
     start = (p - 1 - window // 2) // (window // 2) * (window // 2)
-    x, _ = make_batch(enc, np.array([start]), window, len(seq))
+    x, _ = make_batch(enc, np.array([start]), window, len(seq), memory)
+    assert int((x.cls[0, :memory] >= 0).sum()) == memory  # the memory is full here
     with torch.no_grad():
         out, _ = module(x)
     assert out is not None
     assert np.allclose(scored[p - 1], out[0, p - 1 - start].numpy(), atol=1e-5)
+    # The memory travels in the checkpoint.
+    assert load_checkpoint(save_checkpoint(module, result.model.vocab, {}, window=window)).memory == memory
+
+
+def test_make_batch_lays_out_memory_window_and_targets() -> None:
+    seq = build_sequence(history(album_sessions(10)))
+    result = train(TINY, TrainingData(seq))
+    assert result.model is not None
+    enc = EncodedSequence.build(seq, result.model.vocab)
+    x, y = make_batch(enc, np.array([3, 20]), window=8, end=25, memory=5)
+    assert x.memory == 5 and x.cls.shape == (2, 13)
+    # Row 0: memory holds positions 0-2 after two pads; the window 3-10; targets 4-11.
+    assert x.cls[0, :2].tolist() == [-1, -1]
+    assert x.cls[0, 2:].tolist() == enc.tracks.cls[0:11].tolist()
+    assert y[0].tolist() == enc.tracks.cls[4:12].tolist()
+    # Row 1: the window is cut at `end` = 25; its last position has no target.
+    assert x.cls[1, 5:10].tolist() == enc.tracks.cls[20:25].tolist()
+    assert x.cls[1, 10:].tolist() == [-1, -1, -1]
+    assert y[1].tolist() == [*enc.tracks.cls[21:25].tolist(), -1, -1, -1, -1]
+    # Hours run forward through the row, from the memory to the window.
+    assert (np.diff(x.hours[0, 2:].numpy()) >= 0).all()
