@@ -76,7 +76,7 @@ from songnet_core.synthetic import SyntheticConfig, generate_plays  # noqa: E402
 from songnet_core.train import TrainConfig  # noqa: E402
 from tests.library_rows import store_plays  # noqa: E402
 
-TINY = TrainConfig(dim=16, hidden=32, window=64, batch_size=16, max_epochs=2, patience=1, threads=1, seed=0)
+TINY = TrainConfig(dim=16, hidden=32, window=64, batch_size=16, max_epochs=2, patience=1, threads=1, seed=0, refit=False)
 
 
 @pytest.fixture(scope="module")
