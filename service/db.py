@@ -11,6 +11,7 @@ wheel, so one file with the steps is the whole migration story.
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -86,6 +87,14 @@ def backup_database(source: Path, target: Path) -> None:
 def open_database(data_dir: Path) -> Engine:
     """The engine for `data_dir`'s database, created or upgraded to `SCHEMA_VERSION`."""
     data_dir.mkdir(parents=True, exist_ok=True)
+    # Two processes opening a fresh directory at once (the daemon and `songnet health`) must
+    # not both create the schema: creation and upgrades happen under an exclusive file lock.
+    with (data_dir / f"{DB_FILENAME}.init-lock").open("a+b") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        return _open_locked(data_dir)
+
+
+def _open_locked(data_dir: Path) -> Engine:
     path = database_path(data_dir)
     existed = path.exists()
     engine = make_engine(path)

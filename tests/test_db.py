@@ -57,3 +57,19 @@ def test_foreign_file_is_refused(tmp_path: Path) -> None:
     con.close()
     with pytest.raises(db.DatabaseError, match="no songnet schema version"):
         db.open_database(tmp_path)
+
+
+def test_concurrent_first_opens_create_the_schema_once(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = "import sys; from pathlib import Path; from service import db; db.open_database(Path(sys.argv[1])).dispose()"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stderr=subprocess.PIPE, text=True)
+        for _ in range(6)
+    ]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, errors
+    con = sqlite3.connect(db.database_path(tmp_path))
+    assert con.execute("SELECT COUNT(*) FROM schema_info").fetchone()[0] == 1
+    con.close()
