@@ -53,17 +53,14 @@ def main() -> None:
             rig = CrashRig(root / "rig", fake, files, seed_track, random.Random(args.seed))
             rig.build_reference()
             fake.sign_in(fake.settings(rig.data_dir))
-            fake.inject(
-                Fault.delayed(0.15), times=None
-            )  # internet-like latency: kills land mid-sync
+            # Spotify as slow as over the internet, so kills can land mid-sync.
+            fake.inject(Fault.delayed(0.15), times=None)
             for round_no in range(rounds):
                 left = args.kills - len(rig.kills)
                 rig.run_round(round_no, PHASES[: min(left, len(PHASES))])
                 for kill in rig.kills[-min(left, len(PHASES)) :]:
-                    print(
-                        f"kill {len(rig.kills):3d}: round {kill.round:2d} {kill.phase:6s} +{kill.delay:.3f} s",
-                        flush=True,
-                    )
+                    where = "inside the phase" if kill.inside else "after it ended"
+                    print(f"kill: round {kill.round:2d} {kill.phase:6s} +{kill.delay:.3f} s, {where}", flush=True)
             rig.finish()
         by_phase: dict[str, list[float]] = defaultdict(list)
         for kill in rig.kills:
@@ -74,9 +71,9 @@ def main() -> None:
         for phase in PHASES:
             delays = by_phase[phase]
             inside = sum(k.inside for k in rig.kills if k.phase == phase)
-            print(f"  {phase:6s} {inside:3d} of {len(delays)} kills inside the phase")
             print(
-                f"  {phase:6s} {len(delays):3d} kills, delay after the phase began: median {statistics.median(delays):.3f} s, max {max(delays):.3f} s"
+                f"  {phase:6s} {len(delays):3d} kills, {inside} inside the phase; delay after it began: "
+                f"median {statistics.median(delays):.3f} s, max {max(delays):.3f} s"
             )
         print(
             "final run: every dropped file imported once, plays exact, model loads, one playlist with the last list"
