@@ -60,7 +60,10 @@ def main() -> None:
                 rig.run_round(round_no, PHASES[: min(left, len(PHASES))])
                 for kill in rig.kills[-min(left, len(PHASES)) :]:
                     where = "inside the phase" if kill.inside else "after it ended"
-                    print(f"kill: round {kill.round:2d} {kill.phase:6s} +{kill.delay:.3f} s, {where}", flush=True)
+                    print(
+                        f"kill: round {kill.round:2d} {kill.phase:6s} +{kill.delay:.3f} s, {where}",
+                        flush=True,
+                    )
             rig.finish()
         by_phase: dict[str, list[float]] = defaultdict(list)
         for kill in rig.kills:
