@@ -9,7 +9,10 @@ keeps the newest `keep` rows and never deletes the promoted one.
 The promotion rule (`decide_promotion`): a new model replaces the promoted one only if its
 validation HR@10 is not worse than the promoted model's on the *same* validation split,
 minus a small tolerance. Comparing figures measured on different splits would reward
-whichever model happened to get the easier one.
+whichever model happened to get the easier one. A model refit on every session after early
+stopping has seen any later validation split, so each row also keeps the model as it was
+before its refit (`validation_checkpoint`), and that one is what later models are compared
+with (`service.training`).
 """
 
 from __future__ import annotations
@@ -102,8 +105,12 @@ def save_model(
     note: str | None = None,
     promote: bool = False,
     now: int | None = None,
+    validation_checkpoint: bytes | None = None,
 ) -> StoredModel:
-    """Store a trained model as a new version (promoted in the same transaction if asked)."""
+    """Store a trained model as a new version (promoted in the same transaction if asked).
+
+    `validation_checkpoint` is the model as it was before a refit on the validation
+    sessions, kept to compare later models with (`load_validation_model`)."""
     with session_scope(engine) as session:
         if promote:
             session.exec(update(tables.ModelVersion).values(promoted=False))
@@ -111,6 +118,7 @@ def save_model(
             created_at=now if now is not None else now_ts(),
             promoted=promote,
             checkpoint=checkpoint,
+            validation_checkpoint=validation_checkpoint,
             metrics_json=json.dumps(metrics, sort_keys=True),
             watermark_play_id=watermark_play_id,
             plays_trained=plays_trained,
@@ -197,6 +205,17 @@ def load_model(engine: Engine, model_id: int) -> LoadedModel | None:
         if row is None:
             return None
         found = (_stored(row), bytes(row.checkpoint))
+    return _load(*found)
+
+
+def load_validation_model(engine: Engine, model_id: int) -> LoadedModel | None:
+    """Version `model_id` as it was before its refit (itself when it had none)."""
+    with Session(engine) as session:
+        row = session.get(tables.ModelVersion, model_id)
+        if row is None:
+            return None
+        data = row.validation_checkpoint if row.validation_checkpoint is not None else row.checkpoint
+        found = (_stored(row), bytes(data))
     return _load(*found)
 
 

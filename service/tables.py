@@ -117,6 +117,10 @@ class ModelVersion(SQLModel, table=True):
     created_at: int
     promoted: bool = False
     checkpoint: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    # The early-stopped model before its refit on every session (None: no refit, the same as
+    # `checkpoint`). It never saw its validation sessions, so a later model is compared with
+    # this one on the later model's validation split.
+    validation_checkpoint: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     metrics_json: str = "{}"
     watermark_play_id: int = 0  # highest play id the model was trained on
     plays_trained: int = 0

@@ -5,6 +5,10 @@ plays from the library → listening sequence and feature matrix → `songnet_co
 → compared with the promoted model on the new model's own validation split
 (`songnet_core.promotion`) → stored as a new `model_version`, promoted or not, old versions
 pruned. A stop request (SIGTERM) ends training at a batch boundary and stores nothing.
+
+Both sides of the comparison are the models as they were before their refit on every
+session: the new one never saw its validation sessions, and the promoted one was trained on
+sessions before them (validation sessions it did see are left out of the comparison).
 """
 
 from __future__ import annotations
@@ -115,23 +119,29 @@ def train_and_maybe_promote(
         log.warning("training stopped before it finished; nothing stored, the promoted model stays")
         return TrainOutcome(stopped=True, plays=len(listens), reason="stopped")
     new = result.model
+    # The model before its refit on the validation sessions: what is compared.
+    new_val = result.validation_model or new
+    refitted = new_val is not new
     metrics = dict(result.metrics)
     n_train = int(metrics.get("train_sessions", seq.n_sessions))
     val_first = int(metrics.get("val_first_session", n_train))
-    fit_end = seq.session_bounds(val_first - 1)[1] if not cfg.refit else seq.session_bounds(n_train - 1)[1]
-    metrics["trained_until_ts"] = float(seq.end_ts[max(fit_end - 1, 0)])
+    fit_end = seq.session_bounds(val_first - 1)[1]
+    end = seq.session_bounds(n_train - 1)[1] if refitted else fit_end
+    metrics["validation_trained_until_ts"] = float(seq.end_ts[max(fit_end - 1, 0)])
+    metrics["trained_until_ts"] = float(seq.end_ts[max(end - 1, 0)])
     metrics["watermark_play_id"] = float(watermark)
     epochs = len(result.history)
 
     outcome = TrainOutcome(stopped=False, plays=len(listens), epochs=epochs, metrics=metrics)
-    current = model_store.load_promoted(engine)
     current_info = model_store.promoted_model(engine)
-    if current is None:
+    current = model_store.load_validation_model(engine, current_info.id) if current_info is not None else None
+    if current is None or current_info is None:
         decision = model_store.decide_promotion(metrics.get("val_hr@10", 0.0), None, tolerance=tolerance)
     else:
-        until = current_info.metrics.get("trained_until_ts") if current_info is not None else None
+        # The promoted model as it was before its own refit: it never saw these sessions.
+        until = current_info.metrics.get("validation_trained_until_ts", current_info.metrics.get("trained_until_ts"))
         cmp = compare_on_split(
-            new, current, seq, val_first, n_train, current_trained_until_ts=int(until) if until is not None else None
+            new_val, current, seq, val_first, n_train, current_trained_until_ts=int(until) if until is not None else None
         )
         outcome.current_hr10, outcome.new_hr10_same_steps, outcome.compared_steps = (
             cmp.current_hr10, cmp.new_hr10, cmp.steps,
@@ -150,13 +160,18 @@ def train_and_maybe_promote(
         log.warning("stop requested after training; nothing stored, the promoted model stays")
         return TrainOutcome(stopped=True, plays=len(listens), reason="stopped")
 
+    info: dict[str, str | int | float] = {"tz": zone, "watermark_play_id": watermark}
     checkpoint = save_checkpoint(
-        new.module, new.vocab, {k: float(v) for k, v in metrics.items()}, window=new.window,
-        info={"tz": zone, "watermark_play_id": watermark},
-    )  # fmt: skip
+        new.module, new.vocab, {k: float(v) for k, v in metrics.items()}, window=new.window, info=info
+    )
+    validation_checkpoint = (
+        save_checkpoint(new_val.module, new_val.vocab, {}, window=new_val.window, info={**info, "phase": "fit"})
+        if refitted
+        else None
+    )
     stored = model_store.save_model(
         engine, checkpoint, metrics, watermark_play_id=watermark, plays_trained=len(listens),
-        note=decision.reason, promote=decision.promote,
+        note=decision.reason, promote=decision.promote, validation_checkpoint=validation_checkpoint,
     )  # fmt: skip
     outcome.model_version = stored.id
     outcome.promoted = decision.promote

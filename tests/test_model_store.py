@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from sqlalchemy import Engine
 
 from service import model_store
@@ -140,3 +142,22 @@ def test_training_prunes_old_versions_and_a_stop_stores_nothing(trained_library:
 def test_training_without_plays_says_what_to_do(engine: Engine, tmp_path: Path) -> None:
     with pytest.raises(TrainingError, match="songnet import"):
         train_and_maybe_promote(engine, load_settings(data_dir=tmp_path), config=TINY)
+
+
+def test_refitted_models_are_compared_as_they_were_before_their_refit(trained_library: Path, tmp_path: Path) -> None:
+    engine = copy_library(trained_library, tmp_path)
+    s = load_settings(data_dir=tmp_path, timezone="Europe/Berlin")
+    refit = dataclasses.replace(TINY, refit=True)
+    second = train_and_maybe_promote(engine, s, config=refit)
+    assert second.promoted and second.model_version is not None
+    # The refit model learned the validation sessions too; the row keeps the model before it.
+    served = model_store.load_model(engine, second.model_version)
+    before_refit = model_store.load_validation_model(engine, second.model_version)
+    assert served is not None and before_refit is not None
+    assert not torch.equal(served.module.bias, before_refit.module.bias)
+    assert second.metrics["trained_until_ts"] > second.metrics["validation_trained_until_ts"]
+    # Same data and seed: the models before refit are the same, so they tie on the same steps.
+    third = train_and_maybe_promote(engine, s, config=refit)
+    assert third.promoted and third.compared_steps > 30
+    assert third.current_hr10 == pytest.approx(third.new_hr10_same_steps)
+    engine.dispose()
