@@ -125,7 +125,8 @@ def main() -> int:
     figures: dict[str, Any] = {"plays": args.plays, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()}
     recompute_features(engine, tz=settings.zone)
     current = model_store.promoted_model(engine)
-    if current is None or current.metrics.get("bench_epochs") != args.train_epochs:
+    stale = current is None or current.metrics.get("bench_epochs") != args.train_epochs
+    if stale or model_store.load_promoted(engine) is None:  # none yet, or of an older songnet
         figures |= store_model(engine, settings, args.train_epochs)
     stored = model_store.promoted_model(engine)
     assert stored is not None

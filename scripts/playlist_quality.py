@@ -45,7 +45,8 @@ def load_export(path: Path) -> tuple[list[Any], dict[int, Any]]:
     with tempfile.TemporaryDirectory(prefix="songnet-quality-") as tmp:
         engine = open_database(Path(tmp))
         try:
-            import_paths(engine, [path])
+            # SOURCE.json describes the corpus folder; it is not part of the export.
+            import_paths(engine, sorted(p for p in path.iterdir() if p.name != "SOURCE.json"))
             return load_listens(engine), load_tracks(engine)
         finally:
             engine.dispose()
