@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Annotated, Any, NoReturn
 
 import structlog
@@ -30,6 +31,10 @@ def generate(
     top_p: Annotated[float | None, typer.Option("--top-p", min=0.01, max=1.0, help="Nucleus sampling (default 0.9).")] = None,
     rng_seed: Annotated[int | None, typer.Option("--rng-seed", help="Same seed, same playlist.")] = None,
     exclude_recent_days: Annotated[int, typer.Option("--exclude-recent-days", min=0, help="Leave out tracks heard in the last D days.")] = 0,
+    at: Annotated[
+        datetime | None,
+        typer.Option("--at", help="Generate as of this time (ISO 8601, UTC unless it has an offset; default: now): the hour and weekday the model sees.", show_default=False),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
     as_m3u: Annotated[bool, typer.Option("--m3u", help="Print an M3U8 playlist on stdout.")] = False,
 ) -> None:
@@ -75,7 +80,8 @@ def generate(
             raise typer.Exit(2) from None
         sampling = Sampling(temperature, top_k=top_k, top_p=top_p if top_p is not None or top_k is not None else DEFAULT_TOP_P)
         try:
-            playlist = generator.generate(config, rng_seed=rng_seed, sampling=sampling)
+            now = None if at is None else int((at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp())
+            playlist = generator.generate(config, rng_seed=rng_seed, sampling=sampling, now=now)
         except SeedError as exc:
             log.error("seed not resolved", seed=exc.seed, problem=exc.problem)
             candidates = [display_name(t) for t in exc.candidates]
