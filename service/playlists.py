@@ -139,10 +139,19 @@ class ModelScorer:
     """The promoted LSTM as a `NextTrackScorer`: its scores spread over library track ids.
 
     Scores come from a `ModelStepper`, which carries the LSTM state from one track to the next
-    instead of reading the whole playlist again at each step.
+    instead of reading the whole playlist again at each step. With `prefix` (the listener's
+    recent plays: track ids, artist ids, end times), the model reads the playlist as the
+    continuation of that history, as it read every sequence in training; the playlist's
+    tracks are taken as played back to back from the context's moment.
     """
 
-    def __init__(self, model: LoadedModel, artist_of: npt.NDArray[np.int64], zone_name: str) -> None:
+    def __init__(
+        self,
+        model: LoadedModel,
+        artist_of: npt.NDArray[np.int64],
+        zone_name: str,
+        prefix: tuple[Sequence[int], Sequence[int], Sequence[int]] | None = None,
+    ) -> None:
         from songnet_core.stepper import ModelStepper
 
         self.model = model
@@ -152,18 +161,26 @@ class ModelScorer:
         ids = np.asarray(model.track_ids, dtype=np.int64)
         self.size = max(int(artist_of.size), int(ids.max(initial=-1)) + 1)
         self.ids = ids
+        self.prefix = prefix
 
     def scores(self, history: Sequence[int], context: GenerationContext) -> FloatArray:
-        from songnet_core.model import PlayContext
+        from songnet_core.model import TYPICAL_PLAY_MS, PlayContext
 
         out = np.full(self.size, -np.inf, dtype=np.float64)
-        if not history:  # nothing to continue from: the listener's most played tracks
+        if not history and not self.prefix:  # nothing to continue from: the most played tracks
             out[self.ids] = np.log(np.maximum(self.model.vocab.counts, 1))
             return out
         artists = [int(self.artist_of[t]) if 0 <= t < self.artist_of.size else -1 for t in history]
-        logp = self.stepper.next_scores(
-            list(history), PlayContext(ts=context.ts, tz=self.zone_name), history_artist_ids=artists
-        )
+        ctx = PlayContext(ts=context.ts, tz=self.zone_name)
+        if self.prefix:
+            p_ids, p_artists, p_ends = self.prefix
+            step = TYPICAL_PLAY_MS // 1000
+            ends = [*p_ends, *(context.ts + i * step for i in range(len(history)))]
+            logp = self.stepper.next_scores(
+                [*p_ids, *history], ctx, history_artist_ids=[*p_artists, *artists], history_end_ts=ends
+            )
+        else:
+            logp = self.stepper.next_scores(list(history), ctx, history_artist_ids=artists)
         out[self.ids] = logp
         return out
 

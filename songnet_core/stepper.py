@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from songnet_core.dataset import FloatArray, context_features
-from songnet_core.model import TYPICAL_PLAY_MS, LoadedModel, PlayContext
+from songnet_core.model import SESSION_GAP_S, TYPICAL_PLAY_MS, LoadedModel, PlayContext
 
 
 class ModelStepper:
@@ -38,6 +38,7 @@ class ModelStepper:
 
     def _reset(self, context: PlayContext | None) -> None:
         self._history: list[int] = []
+        self._ends: list[int] | None = None
         self._context = context
         self._zone = ZoneInfo(context.tz) if context is not None else None
         self._state: tuple[Tensor, Tensor] | None = None
@@ -52,24 +53,40 @@ class ModelStepper:
         context: PlayContext | None = None,
         *,
         history_artist_ids: Sequence[int] | None = None,
+        history_end_ts: Sequence[int] | None = None,
     ) -> FloatArray:
-        """Log-probabilities of the next track for every class, aligned with `model.track_ids`."""
+        """Log-probabilities of the next track for every class, aligned with `model.track_ids`
+        (the arguments as `LoadedModel.next_scores` takes them)."""
         ctx = context or PlayContext(ts=12 * 3600)
         hist = list(history_track_ids)
         if not hist:
             raise ValueError("next_scores needs at least one track of history")
-        if len(hist) > self.model.window:  # past the window the model reads back: its own way
-            return self.model.next_scores(hist, ctx, history_artist_ids=history_artist_ids)
+        if len(hist) > self.model.window:  # past the window the LSTM reads: the model's own way
+            return self.model.next_scores(hist, ctx, history_artist_ids=history_artist_ids, history_end_ts=history_end_ts)
         artists = list(history_artist_ids) if history_artist_ids is not None else [-1] * len(hist)
-        if ctx != self._context or len(hist) < len(self._history) or hist[: len(self._history)] != self._history:
+        ends = list(history_end_ts) if history_end_ts is not None else None
+        n = len(self._history)
+        if (
+            ctx != self._context
+            or len(hist) < n
+            or hist[:n] != self._history
+            or (ends is None) != (self._ends is None)
+            or (ends is not None and self._ends is not None and ends[:n] != self._ends)
+        ):
             self._reset(ctx)
+            self._ends = [] if ends is not None else None
+            n = 0
         with torch.no_grad():
-            for i in range(len(self._history), len(hist)):
-                self._feed(hist[i], artists[i], first=(i == 0))
+            for i in range(n, len(hist)):
+                if ends is not None and self._ends is not None:
+                    self._feed(hist[i], artists[i], ends[i], ends[i - 1] if i > 0 else None)
+                    self._ends.append(ends[i])
+                else:
+                    self._feed(hist[i], artists[i], None, None, first=(i == 0))
                 self._history.append(hist[i])
             return self._scores()
 
-    def _feed(self, track: int, artist: int, *, first: bool) -> None:
+    def _feed(self, track: int, artist: int, end: int | None, prev_end: int | None, *, first: bool = False) -> None:
         net = self.net
         c = self._class_index.get(track, -1)
         if c >= 0:  # a class's input vector is its (tied) class vector
@@ -77,15 +94,20 @@ class ModelStepper:
         else:  # known only through its artist, if at all
             e = net.own_emb.weight[0] + net.artist_emb.weight[self._artist_index.get(artist, 0)]
         assert self._context is not None and self._zone is not None
-        ts = self._context.ts
-        row = context_features(ts, None if first else ts, TYPICAL_PLAY_MS, None, self._zone)
-        row[4] = row[5] = 1.0 if first else 0.0
-        x = torch.tanh(net.inp(torch.cat([e, torch.tensor(row, dtype=torch.float32)])))
+        if end is None:  # back to back at the context's moment
+            ts = self._context.ts
+            row = context_features(ts, None if first else ts, TYPICAL_PLAY_MS, None, self._zone)
+            row[4] = row[5] = 1.0 if first else 0.0
+        else:
+            row = context_features(end, prev_end, TYPICAL_PLAY_MS, None, self._zone)
+            row[5] = 1.0 if prev_end is None or end - prev_end > SESSION_GAP_S else 0.0
+        context = torch.tensor(row, dtype=torch.float32)
+        x = torch.tanh(net.inp(torch.cat([e, context])))
         out, self._state = net.lstm(x.view(1, 1, -1), self._state)
         self._h = out[0, 0]
         if net.cfg.copy:
             prev = self._prev_e if self._prev_e is not None else torch.zeros_like(e)
-            self._keys.append(net.key(torch.cat([e, prev, torch.tensor(row, dtype=torch.float32)])))
+            self._keys.append(net.key(torch.cat([e, prev, context])))
             self._cls.append(c)
         self._prev_e = e
 
@@ -99,7 +121,11 @@ class ModelStepper:
         keys = torch.stack(self._keys)  # [t, dim]
         att = keys @ net.query(h) / math.sqrt(net.cfg.dim)
         dist = torch.arange(t - 1, -1, -1)
-        att = att + net.recency_bias(dist, dist.float() * (TYPICAL_PLAY_MS / 3_600_000))
+        if self._ends is not None:
+            hours = (self._ends[-1] - torch.tensor(self._ends, dtype=torch.float64)) / 3600.0
+            att = att + net.recency_bias(dist, hours.float())
+        else:
+            att = att + net.recency_bias(dist, dist.float() * (TYPICAL_PLAY_MS / 3_600_000))
         cls = torch.tensor(self._cls, dtype=torch.long)
         attn = torch.softmax(att.masked_fill(cls < 0, float("-inf")), dim=-1).nan_to_num(0.0)
         g = net.gate(h)
