@@ -253,7 +253,7 @@ class Daemon:
 
     def catch_up_if_due(self) -> JobRun | None:
         """A weekly run whose time passed without it (machine off or asleep, a long queue):
-        retrain if plays arrived, then run it once. Checked at start-up and every
+        retrain if plays arrived (unless periodic retraining is off), then run it once. Checked at start-up and every
         `CATCH_UP_CHECK_MINUTES`: APScheduler drops a run missed by more than its grace."""
         if self.stop.is_set():
             return None
@@ -264,7 +264,8 @@ class Daemon:
             "catching up a missed weekly run",
             scheduled_for=datetime.fromtimestamp(due, self.zone).isoformat(),
         )
-        self.retrain(REASON_PERIODIC)
+        if self.settings.retrain_lead_minutes > 0:  # the periodic retrain it missed too
+            self.retrain(REASON_PERIODIC)
         return self.weekly_run()
 
     def watch_exports(self) -> JobRun | None:
