@@ -253,8 +253,9 @@ class Daemon:
 
     def catch_up_if_due(self) -> JobRun | None:
         """A weekly run whose time passed without it (machine off or asleep, a long queue):
-        retrain if plays arrived (unless periodic retraining is off), then run it once. Checked at start-up and every
-        `CATCH_UP_CHECK_MINUTES`: APScheduler drops a run missed by more than its grace."""
+        retrain if plays arrived (unless periodic retraining is off), then run it once.
+        Checked at start-up and every `CATCH_UP_CHECK_MINUTES`: APScheduler drops a run
+        missed by more than its grace."""
         if self.stop.is_set():
             return None
         due = self.due_weekly_run()
