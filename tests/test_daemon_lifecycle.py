@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -88,3 +90,24 @@ def test_sigterm_mid_training_stops_at_a_batch_boundary_and_promotes_nothing(
     finally:
         con.close()
     assert outcome == "interrupted"
+
+
+def test_a_shutdown_that_hangs_is_cut_off_by_the_watchdog_with_every_threads_stack() -> None:
+    # Whatever hangs after a stop request (a step that ignores it, a thread that holds up the
+    # interpreter's exit), the process ends, and stderr says where it hung.
+    code = (
+        "import threading\n"
+        "from service.cli.daemon import _arm_stop_watchdog\n"
+        "stop = threading.Event()\n"
+        "_arm_stop_watchdog(stop, seconds=0.5)\n"
+        "stop.set()\n"
+        "def stuck_in_a_step():\n"
+        "    threading.Event().wait()\n"
+        "stuck_in_a_step()\n"
+    )
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert time.monotonic() - started < 30
+    assert "stuck_in_a_step" in done.stderr
+    assert "most recent call first" in done.stderr

@@ -276,7 +276,10 @@ def test_sigterm_reaches_the_daemon_as_pid_1_and_it_exits_cleanly(
         assert Path(f"/proc/{pid_1}/comm").read_text().strip().startswith("songnet")
         os.kill(pid_1, signal.SIGTERM)
         sent = time.monotonic()
-        daemon.wait(timeout=30)
+        try:
+            daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the daemon was still running 30 s after SIGTERM:\n{log_file.read_text()[-6000:]}")
         took = time.monotonic() - sent
     finally:
         if daemon.poll() is None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,7 +16,7 @@ import typer
 from rich.table import Table
 
 from service.cli.app import app, err_console, settings
-from service.daemon import Daemon
+from service.daemon import SHUTDOWN_GRACE_SECONDS, Daemon
 from service.db import DatabaseError, open_database
 from service.lock import daemon_lock
 from service.settings import Settings
@@ -28,6 +30,9 @@ DEMO_FOLDER = "songnet-demo-export"
 DEMO_PLAYS = 6_000
 DEMO_EPOCHS = 3  # a first playlist within minutes; the real daemon trains to convergence
 DEMO_COVERAGE = 1.0
+# After a stop request the process is gone within this long, whatever hangs: the watchdog
+# prints every thread's stack to stderr (what hung, for the bug report) and exits with 1.
+STOP_WATCHDOG_SECONDS = SHUTDOWN_GRACE_SECONDS + 6
 
 
 @app.command()
@@ -76,13 +81,35 @@ def run(
                     f"playlists written to {playlists_dir(s.data_dir)}", highlight=False
                 )
             raise typer.Exit(code)
+        _arm_stop_watchdog(daemon.stop)
         clean = daemon.run_forever()
     finally:
         lock.release()
-    if not clean:
-        # The step still running is cut off; every write is a transaction, so that is safe.
-        sys.stderr.flush()
-        os._exit(0)
+    log.debug("exiting", clean=clean)
+    # A step still running (clean=False) is cut off; every write is a transaction, so that is
+    # safe. Exiting here, not through the interpreter's exit, also means that no thread left
+    # behind (a worker, a library's pool) can hold the process up.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _arm_stop_watchdog(stop: threading.Event, seconds: float = STOP_WATCHDOG_SECONDS) -> None:
+    def arm() -> None:
+        stop.wait()
+        out = sys.stderr if _has_fileno(sys.stderr) else sys.__stderr__
+        if out is not None and _has_fileno(out):
+            faulthandler.dump_traceback_later(seconds, exit=True, file=out)
+
+    threading.Thread(target=arm, name="songnet-stop-watchdog", daemon=True).start()
+
+
+def _has_fileno(stream: Any) -> bool:
+    try:
+        stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    return True
 
 
 def demo_settings(s: Settings, *, once: bool) -> Settings:
