@@ -9,6 +9,10 @@ model reads them, the repeat rule and session-kNN's current session use them), n
 training data. HR@10, MRR@10 and NDCG@10 come with 95 % bootstrap intervals over test
 sessions. The model's hyper-parameters are chosen on a validation split carved from the
 training sessions (`train.train`), never on test.
+
+Beside the model alone, "blend" is the model fused with the baselines (`blend`), its weights
+fitted on that same validation split (the model trained without those sessions, baselines
+counting only what came before them), then applied unchanged on test.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from songnet_core.baselines import Markov, MostPopular, Repeat, SessionKNN
+from songnet_core.blend import fit_weights, fused_ranks, top_lists
 from songnet_core.dataset import (
     EncodedSequence,
     ListeningSequence,
@@ -31,6 +36,7 @@ from songnet_core.dataset import (
 from songnet_core.features import compute_track_features, feature_matrix
 from songnet_core.history import Listen
 from songnet_core.metrics import METRICS, Estimate, evaluate_positions, summarise
+from songnet_core.model import LoadedModel
 from songnet_core.train import (
     ModelScorer,
     TrackFeatureTable,
@@ -114,6 +120,25 @@ def training_features(listens: Sequence[Listen], split: ProtocolSplit, tz: str) 
     return TrackFeatureTable(ids, feature_matrix(ids.tolist(), feats, reference_ts=last_train_ts))
 
 
+def fit_blend_on_validation(
+    split: ProtocolSplit, enc: EncodedSequence, validation_model: LoadedModel, val_first: int
+) -> dict[str, float] | None:
+    """Blend weights from the validation sessions [val_first, first test session): the model
+    that never trained on them and baselines that count only the sessions before them. None
+    when there are no validation steps."""
+    end = split.first_test_session
+    positions = target_positions(split.seq, val_first, end)
+    if len(positions) == 0:
+        return None
+    fit_end = split.seq.session_bounds(val_first - 1)[1]
+    seen = enc.tracks.cls[:fit_end]
+    candidates = np.zeros(split.vocab.n_classes, dtype=bool)
+    candidates[seen[seen >= 0]] = True
+    val_split = ProtocolSplit(split.seq, val_first, positions, split.vocab)
+    scorers = {"model": ModelScorer(validation_model.module, enc, validation_model.window), **baseline_scorers(val_split)}
+    return fit_weights(top_lists(scorers, enc, positions, candidates))
+
+
 def evaluate_listens(
     listens: Sequence[Listen],
     *,
@@ -122,6 +147,7 @@ def evaluate_listens(
     n_boot: int = 1000,
     seed: int = 0,
     with_model: bool = True,
+    with_blend: bool = True,
     on_validation: bool = False,
     progress: Callable[[TrainProgress], None] | None = None,
 ) -> EvaluationReport:
@@ -149,10 +175,17 @@ def evaluate_listens(
         scorer = ModelScorer(result.model.module, enc, result.model.window)
         ranks = evaluate_positions(scorer, enc, split.positions, candidates)
         results["model"] = summarise(ranks, sessions, n_boot=n_boot, seed=seed)
-        model_metrics = result.metrics
-    for name, baseline in baseline_scorers(split).items():
+        model_metrics = dict(result.metrics)
+    baselines = baseline_scorers(split)
+    for name, baseline in baselines.items():
         ranks = evaluate_positions(baseline, enc, split.positions, candidates)
         results[name] = summarise(ranks, sessions, n_boot=n_boot, seed=seed)
+    if with_model and with_blend and result.validation_model is not None and "val_first_session" in result.metrics:
+        weights = fit_blend_on_validation(split, enc, result.validation_model, int(result.metrics["val_first_session"]))
+        if weights is not None:
+            lists = top_lists({"model": scorer, **baselines}, enc, split.positions, candidates)
+            results["blend"] = summarise(fused_ranks(lists, weights), sessions, n_boot=n_boot, seed=seed)
+            model_metrics.update({f"blend_{k}": v for k, v in weights.items()})
     return EvaluationReport(
         test_steps=len(split.positions), test_sessions=seq.n_sessions - split.first_test_session,
         train_sessions=split.first_test_session, results=results, model_metrics=model_metrics,
