@@ -14,7 +14,8 @@
 3. Times, `--repeat` times each: loading the promoted model from SQLite (`load_promoted`),
    loading the library for generation (`Library.load`), and generating a `--length`-track
    playlist from 3 seeds with the default sampling (rules and reasons included), each with
-   another rng seed.
+   another rng seed: once with the model alone, once with the blend the daemon uses when the
+   model carries blend weights (`songnet_core/blend.py`), every baseline weighted.
 
 Prints each figure and one JSON line of medians. Goals: generation ≤ 200 ms median, model
 loading ≤ 2 s.
@@ -47,6 +48,7 @@ from service.library import load_listens  # noqa: E402
 from service.playlists import Library, ModelScorer, PlaylistGenerator  # noqa: E402
 from service.settings import PlaylistConfig, load_settings  # noqa: E402
 from service.training import listener_zone_name  # noqa: E402
+from songnet_core.blend import BlendedNextTrack  # noqa: E402
 from songnet_core.dataset import N_CONTEXT, Vocabulary, build_sequence  # noqa: E402
 from songnet_core.model import ModelConfig, SongNet, save_checkpoint  # noqa: E402
 from songnet_core.synthetic import SyntheticConfig, generate_plays, write_extended_export  # noqa: E402
@@ -155,14 +157,28 @@ def main() -> int:
     config = PlaylistConfig(name="bench", seeds=seeds, length=args.length)
     counter = iter(range(10**9))
     generator.generate(config, rng_seed=-1 % 2**32)  # warm-up
-    gen_label = f"generate {args.length} tracks (3 seeds)"
+    gen_label = f"generate {args.length} tracks (3 seeds), model alone"
     gen_times, playlist = timed(gen_label, lambda: generator.generate(config, rng_seed=next(counter)), args.repeat)
+    assert len(playlist.tracks) == args.length
+    # What the daemon uses once a model carries blend weights; every baseline weighted is
+    # the most work per step.
+    model_scorer = ModelScorer(model, library.artist_of, listener_zone_name(settings))
+    blend = BlendedNextTrack(
+        model_scorer, library.transitions, library.sessions, library.plays,
+        dict.fromkeys(("model", "pop", "markov", "sknn", "repeat"), 0.2), size=model_scorer.size,
+    )  # fmt: skip
+    blended = PlaylistGenerator(library, blend, zone=settings.zone, model_version=stored.id)
+    blended.generate(config, rng_seed=-2 % 2**32)  # warm-up
+    blend_label = f"generate {args.length} tracks (3 seeds), blend of the model and 4 baselines"
+    blend_times, playlist = timed(blend_label, lambda: blended.generate(config, rng_seed=next(counter)), args.repeat)
     assert len(playlist.tracks) == args.length
     figures |= {
         "load_model_median_s": round(statistics.median(load_times), 3),
         "load_library_median_s": round(statistics.median(lib_times), 3),
         "generate_median_ms": round(statistics.median(gen_times) * 1000, 1),
         "generate_cpu_median_ms": round(statistics.median(CPU_TIMES[gen_label]) * 1000, 1),
+        "generate_blend_median_ms": round(statistics.median(blend_times) * 1000, 1),
+        "generate_blend_cpu_median_ms": round(statistics.median(CPU_TIMES[blend_label]) * 1000, 1),
         "load_model_cpu_median_s": round(statistics.median(CPU_TIMES[load_label]), 3),
         "load_average_1min": round(os.getloadavg()[0], 2),
         "generate_p90_ms": round(float(np.quantile(gen_times, 0.9)) * 1000, 1),

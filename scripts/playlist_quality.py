@@ -8,7 +8,9 @@ with its first 3 and both scorers generate 20 more under the same rules (no repe
 2 per artist in any 20, no artist back to back) and the same sampling; the 20 are compared
 with the rest of that session (`songnet_core.playlist_quality`). The context (hour, weekday)
 is the test session's own start. The model is measured twice: on the seeds alone, and
-reading the listener's plays before the session first ("model+history").
+reading the listener's plays before the session first ("model+history"); and "blend", what
+the daemon generates with: the LSTM (with that history) fused with the baselines, its weights
+fitted on the validation split (`songnet_core/blend.py`).
 
     .venv/bin/python scripts/playlist_quality.py [account-d extended-b ...] [--markdown PATH]
         [--json PATH] [--sampling default|greedy|both] [--epochs N]
@@ -59,8 +61,9 @@ def measure_export(name: str, samplings: list[str], epochs: int | None, seed: in
     import numpy as np
 
     from service.playlists import ModelScorer
-    from songnet_core.dataset import build_sequence
-    from songnet_core.evaluate import protocol_split, training_features
+    from songnet_core.blend import BlendedNextTrack
+    from songnet_core.dataset import EncodedSequence, build_sequence
+    from songnet_core.evaluate import fit_blend_on_validation, protocol_split, training_features
     from songnet_core.generate import GenerationContext, MarkovScorer, PlaylistRules, Sampling
     from songnet_core.playlist_quality import score_session, summarise_scores
     from songnet_core.train import TrainConfig, TrainingData, train
@@ -90,19 +93,33 @@ def measure_export(name: str, samplings: list[str], epochs: int | None, seed: in
         prefix = (seq.track_ids[lo:start].tolist(), seq.artist_ids[lo:start].tolist(), seq.end_ts[lo:start].tolist())
         return ModelScorer(result.model, artist_of, "UTC", prefix=prefix)
 
+    assert result.validation_model is not None
+    weights = fit_blend_on_validation(
+        split, EncodedSequence.build(seq, split.vocab), result.validation_model, int(result.metrics["val_first_session"])
+    ) or {"model": 1.0}
+    train_sessions = sessions[: split.first_test_session]
+    train_transitions = TransitionCounts(train_sessions)
+
+    def blended(session: int) -> BlendedNextTrack:
+        start = seq.session_bounds(session)[0]
+        return BlendedNextTrack(
+            with_history(session), train_transitions, train_sessions, seq.track_ids[:start].tolist(), weights,
+            size=model.size,
+        )  # fmt: skip
+
     rules = PlaylistRules()
     out: dict[str, Any] = {
         "plays": len(listens), "test_sessions": seq.n_sessions - split.first_test_session,
         "val_hr@10": round(result.metrics.get("val_hr@10", float("nan")), 4), "train_seconds": round(train_s, 1),
-        "results": {},
+        "blend_weights": weights, "results": {},
     }  # fmt: skip
     for sampling_name in samplings:
         sampling = Sampling(**SAMPLINGS[sampling_name])
-        per_scorer: dict[str, list[Any]] = {"model": [], "model+history": [], "markov": []}
+        per_scorer: dict[str, list[Any]] = {"model": [], "model+history": [], "blend": [], "markov": []}
         for s in range(split.first_test_session, seq.n_sessions):
             start = int(seq.end_ts[seq.session_bounds(s)[0]])
             context = GenerationContext.at(start, ZoneInfo("UTC"))
-            scorers = (("model", model), ("model+history", with_history(s)), ("markov", markov))
+            scorers = (("model", model), ("model+history", with_history(s)), ("blend", blended(s)), ("markov", markov))
             for scorer_name, scorer in scorers:
                 score = score_session(
                     scorer, sessions[s], artist_of=artist_of, context=context, sampling=sampling, rules=rules, rng=seed + s
@@ -133,8 +150,9 @@ def markdown(figures: dict[str, Any]) -> str:
         "compared with the rest of the session. Same rules (no repeats, ≤ 2 per artist in any 20,",
         "no artist back to back) and sampling for every scorer. `model` continues the seeds alone;",
         "`model+history` reads the listener's plays before the session first (as in training);",
-        "`markov` is a first-order Markov walk over the training sessions. 95 % bootstrap",
-        "intervals over sessions.",
+        "`blend` is what the daemon generates with: model+history fused with the baselines, weights",
+        "fitted on the validation split; `markov` is a first-order Markov walk over the training",
+        "sessions. 95 % bootstrap intervals over sessions.",
         "",
     ]
     for sampling in next(iter(figures.values()))["results"]:

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import tzinfo
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -99,6 +99,8 @@ class Library:
     artist_of: npt.NDArray[np.int64]  # artist id by track id, -1 where no track
     transitions: TransitionCounts
     features: dict[int, TrackFeatures]
+    sessions: list[list[int]] = field(default_factory=list)  # track ids, oldest session first
+    plays: list[int] = field(default_factory=list)  # track ids of plays of min_play_ms, oldest first
     seed_index: SeedIndex = field(init=False)
 
     def __post_init__(self) -> None:
@@ -118,8 +120,13 @@ class Library:
         sessions = split_sessions(
             listens, min_ms=settings.min_play_ms, gap_s=int(settings.session_gap_minutes * 60)
         )
-        transitions = TransitionCounts([[p.track_id for p in s] for s in sessions])
-        return cls(tracks, load_uri_aliases(engine), listens, artist_of, transitions, load_track_features(engine))
+        by_session = [[p.track_id for p in s] for s in sessions]
+        transitions = TransitionCounts(by_session)
+        plays = [t for s in by_session for t in s]
+        return cls(
+            tracks, load_uri_aliases(engine), listens, artist_of, transitions, load_track_features(engine),
+            sessions=by_session, plays=plays,
+        )  # fmt: skip
 
     def recent_tracks(self, since_ts: int) -> set[int]:
         return {x.track_id for x in self.listens if x.end_ts >= since_ts}
@@ -216,7 +223,15 @@ class PlaylistGenerator:
         library = Library.load(engine, settings)
         if not library.listens:
             raise EmptyLibraryError()
-        scorer = ModelScorer(model, library.artist_of, listener_zone_name(settings))
+        model_scorer = ModelScorer(model, library.artist_of, listener_zone_name(settings))
+        scorer: NextTrackScorer = model_scorer
+        weights = blend_weights(stored.metrics)
+        if weights:  # the LSTM fused with the baselines, as `songnet eval` measures it
+            from songnet_core.blend import BlendedNextTrack
+
+            scorer = BlendedNextTrack(
+                model_scorer, library.transitions, library.sessions, library.plays, weights, size=model_scorer.size
+            )
         return cls(library, scorer, zone=settings.zone, model_version=stored.id, min_play_ms=settings.min_play_ms)
 
     def default_seeds(self) -> list[str]:
@@ -284,6 +299,13 @@ class PlaylistGenerator:
         if info is None:  # a model class no longer in the library: cannot happen short of a bug
             return GeneratedTrack(track_id, "unknown artist", f"track {track_id}", None, reason, is_seed)
         return GeneratedTrack(track_id, info.artist, info.title, info.uri, reason, is_seed)
+
+
+def blend_weights(metrics: dict[str, Any]) -> dict[str, float]:
+    """The blend a model was trained with (`blend_<scorer>` metrics); empty for the model
+    alone (older models, or validation too small to fit on)."""
+    weights = {k.removeprefix("blend_"): float(v) for k, v in metrics.items() if k.startswith("blend_")}
+    return weights if any(v > 0 for k, v in weights.items() if k != "model") else {}
 
 
 @contextmanager

@@ -29,6 +29,8 @@ from service.settings import Settings
 log = structlog.get_logger(__name__)
 
 if TYPE_CHECKING:  # torch loads lazily: `songnet --help` must stay fast
+    from songnet_core.dataset import ListeningSequence
+    from songnet_core.model import LoadedModel
     from songnet_core.train import TrainConfig, TrainProgress
 
 
@@ -131,6 +133,7 @@ def train_and_maybe_promote(
     metrics["trained_until_ts"] = float(seq.end_ts[max(end - 1, 0)])
     metrics["watermark_play_id"] = float(watermark)
     epochs = len(result.history)
+    metrics.update(_blend_weights(seq, new_val, val_first, n_train))
 
     outcome = TrainOutcome(stopped=False, plays=len(listens), epochs=epochs, metrics=metrics)
     current_info = model_store.promoted_model(engine)
@@ -195,3 +198,23 @@ def _features_stale(engine: Engine, watermark: int) -> bool:
         cached = session.exec(select(func.sum(tables.TrackFeatures.play_count))).one()
         plays = session.exec(select(func.count()).select_from(tables.PlayRow)).one()
     return int(cached or 0) != int(plays)
+
+
+BLEND_FIT_STEPS = 2000  # validation steps the blend weights are fitted on (a random sample)
+
+
+def _blend_weights(seq: ListeningSequence, validation_model: LoadedModel, val_first: int, n_train: int) -> dict[str, float]:
+    """`blend_<scorer>` weights for generation, fitted on the validation sessions as
+    `songnet eval` fits them; none (the model alone) when there is nothing to fit on."""
+    from songnet_core.dataset import EncodedSequence
+    from songnet_core.evaluate import ProtocolSplit, fit_blend_on_validation
+
+    if val_first <= 0 or val_first >= n_train:
+        return {}
+    split = ProtocolSplit(seq, n_train, np.zeros(0, dtype=np.int64), validation_model.vocab)
+    enc = EncodedSequence.build(seq, validation_model.vocab)
+    weights = fit_blend_on_validation(split, enc, validation_model, val_first, max_steps=BLEND_FIT_STEPS)
+    if weights is None:
+        return {}
+    log.info("blend weights fitted on the validation sessions", **{k: round(v, 3) for k, v in weights.items()})
+    return {f"blend_{k}": v for k, v in weights.items()}

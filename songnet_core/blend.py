@@ -18,12 +18,14 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from songnet_core.dataset import BoolArray, EncodedSequence, FloatArray, IntArray
 from songnet_core.metrics import K, Scorer, step_metrics
+from songnet_core.transitions import TransitionCounts
 
 TOP = 50  # each scorer's list that takes part
 FUSION_K = 10.0  # reciprocal rank fusion's constant: smaller favours each list's very top
@@ -145,4 +147,133 @@ def fit_weights(lists: TopLists, *, steps: int = GRID) -> dict[str, float]:
     return dict(zip(lists.names, chosen, strict=True))
 
 
-__all__ = ["FUSION_K", "GRID", "TOP", "TopLists", "fit_weights", "fused_ranks", "simplex_grid", "top_lists"]
+
+
+# -- generation ---------------------------------------------------------------------------
+
+SHARPNESS = 4.0  # logits = SHARPNESS * log(fused): sampling keeps to the blend's head
+FALLBACK = -1e4  # tracks in no top list: the model's order, far below every listed track
+F64 = npt.NDArray[np.float64]
+
+
+class BlendedNextTrack:
+    """A `generate.NextTrackScorer`: the model's next-track scores fused with the baselines'
+    as the evaluation fuses them (each scorer's top `TOP` over track ids, weights from the
+    validation split), for continuing a playlist.
+
+    The baselines read the listener's library: popularity and transitions from
+    `transitions`, session-kNN over the last `sknn_sessions` of `sessions` (the playlist so far
+    is the current session), and the repeat rule over `recent` (the listener's plays, oldest
+    first) continued by the playlist. Tracks outside every top list keep the model's order
+    far below, so the rules can still fill a playlist when they ban the whole head.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        transitions: TransitionCounts,
+        sessions: Sequence[Sequence[int]],
+        recent: Sequence[int],
+        weights: Mapping[str, float],
+        size: int,
+        *,
+        sknn_sessions: int = 1000,
+        sknn_k: int = 100,
+    ) -> None:
+        self.model, self.transitions, self.size = model, transitions, size
+        self.weights = {k: float(v) for k, v in weights.items() if v > 0}
+        pop = np.zeros(size, dtype=np.float64)
+        n = min(size, transitions.plays.size)
+        pop[:n] = transitions.plays[:n]
+        # Ties fall back on popularity, then on the lower id, as in evaluation.
+        self.pop = pop + (size - np.arange(size)) / (size + 1.0) * 1e-3
+        self.recent = [t for t in recent if 0 <= t < size]
+        last = np.full(size, -1.0)
+        last[np.asarray(self.recent, dtype=np.int64)] = np.arange(len(self.recent), dtype=np.float64)
+        self.last_played = last
+        kept = [np.unique(np.asarray([t for t in s if 0 <= t < size], dtype=np.int64)) for s in sessions[-sknn_sessions:]]
+        self.session_tracks = [s for s in kept if s.size]
+        self.session_norm = np.sqrt(np.asarray([s.size for s in self.session_tracks], dtype=np.float64))
+        owners = np.repeat(np.arange(len(self.session_tracks)), [s.size for s in self.session_tracks])
+        flat = np.concatenate(self.session_tracks) if self.session_tracks else np.zeros(0, dtype=np.int64)
+        order = np.argsort(flat, kind="stable")
+        self._member_track, self._member_session = flat[order], owners[order]
+        self.sknn_k = sknn_k
+
+    def scores(self, history: Sequence[int], context: Any) -> F64:
+        model = np.full(self.size, -np.inf)
+        raw = np.asarray(self.model.scores(history, context), dtype=np.float64)
+        model[: min(self.size, raw.size)] = raw[: self.size]
+        if set(self.weights) <= {"model"}:
+            return model
+        fused = np.zeros(self.size)
+        current = history[-1] if history else -1
+        for name, w in self.weights.items():
+            scores = model if name == "model" else self._baseline(name, history)
+            ids = _top_ids(scores, current, TOP)
+            fused[ids] += w / (FUSION_K + 1.0 + np.arange(ids.size))
+        with np.errstate(divide="ignore"):
+            out = np.where(fused > 0, SHARPNESS * np.log(fused), FALLBACK + model)
+        return out
+
+    def _baseline(self, name: str, history: Sequence[int]) -> F64:
+        if name == "pop":
+            return self.pop
+        if name == "markov":
+            out = self.pop * 1e-6
+            for prev in reversed(history):
+                ids, counts = self.transitions.followers(prev)
+                if ids.size:
+                    ok = ids < self.size
+                    out = out.copy()
+                    out[ids[ok]] += counts[ok]
+                    break
+            return out
+        if name == "repeat":
+            when = self.last_played.copy()
+            base = len(self.recent)
+            for i, t in enumerate(history):
+                if 0 <= t < self.size:
+                    when[t] = base + i
+            return np.where(when >= 0, when + 2.0, 0.0) + self.pop * 1e-9
+        if name == "sknn":
+            return self._sknn(history)
+        raise ValueError(f"unknown scorer {name!r}")
+
+    def _sknn(self, history: Sequence[int]) -> F64:
+        out = self.pop * 1e-9
+        q = np.unique(np.asarray([t for t in history if 0 <= t < self.size], dtype=np.int64))
+        if q.size == 0 or not self.session_tracks:
+            return out
+        lo = np.searchsorted(self._member_track, q)
+        hi = np.searchsorted(self._member_track, q, side="right")
+        hits = np.concatenate([self._member_session[a:b] for a, b in zip(lo, hi, strict=True)])
+        if hits.size == 0:
+            return out
+        overlap = np.bincount(hits, minlength=len(self.session_tracks)).astype(np.float64)
+        sim = overlap / (np.sqrt(q.size) * self.session_norm)
+        near = np.flatnonzero(sim > 0)
+        if near.size > self.sknn_k:
+            near = near[np.argsort(-sim[near], kind="stable")[: self.sknn_k]]
+        out = out.copy()
+        for s in near:
+            out[self.session_tracks[s]] += sim[s]
+        return out
+
+
+def _top_ids(scores: F64, current: int, top: int) -> IntArray:
+    """The `top` best ids of `scores` (finite ones only), best first, `current` left out."""
+    key = np.asarray(scores, dtype=np.float64).copy()
+    if 0 <= current < key.size:
+        key[current] = -np.inf
+    finite = int(np.isfinite(key).sum())
+    top = min(top, finite)
+    if top <= 0:
+        return np.zeros(0, dtype=np.int64)
+    part = np.argpartition(-key, top - 1)[:top]
+    return part[np.lexsort((part, -key[part]))]
+
+
+__all__ = [
+    "FUSION_K", "GRID", "TOP", "BlendedNextTrack", "TopLists", "fit_weights", "fused_ranks", "simplex_grid", "top_lists",
+]  # fmt: skip

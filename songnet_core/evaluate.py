@@ -121,13 +121,21 @@ def training_features(listens: Sequence[Listen], split: ProtocolSplit, tz: str) 
 
 
 def fit_blend_on_validation(
-    split: ProtocolSplit, enc: EncodedSequence, validation_model: LoadedModel, val_first: int
+    split: ProtocolSplit,
+    enc: EncodedSequence,
+    validation_model: LoadedModel,
+    val_first: int,
+    *,
+    max_steps: int | None = None,
+    seed: int = 0,
 ) -> dict[str, float] | None:
     """Blend weights from the validation sessions [val_first, first test session): the model
     that never trained on them and baselines that count only the sessions before them. None
-    when there are no validation steps."""
+    when there are no validation steps. `max_steps`: fit on a random sample of that many."""
     end = split.first_test_session
     positions = target_positions(split.seq, val_first, end)
+    if max_steps is not None and len(positions) > max_steps:
+        positions = np.sort(np.random.default_rng(seed).choice(positions, size=max_steps, replace=False))
     if len(positions) == 0:
         return None
     fit_end = split.seq.session_bounds(val_first - 1)[1]
@@ -192,4 +200,4 @@ def evaluate_listens(
     )  # fmt: skip
 
 
-__all__ = ["METRICS", "EvaluationReport", "ProtocolSplit", "evaluate_listens", "protocol_split"]
+__all__ = ["METRICS", "EvaluationReport", "ProtocolSplit", "evaluate_listens", "fit_blend_on_validation", "protocol_split"]

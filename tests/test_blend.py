@@ -9,12 +9,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from songnet_core.blend import TOP, fit_weights, fused_ranks, simplex_grid, top_lists
+from songnet_core.blend import (
+    TOP,
+    BlendedNextTrack,
+    fit_weights,
+    fused_ranks,
+    simplex_grid,
+    top_lists,
+)
 from songnet_core.dataset import EncodedSequence, Vocabulary, build_sequence, target_positions
 from songnet_core.evaluate import evaluate_listens
 from songnet_core.history import Listen
 from songnet_core.metrics import target_ranks
 from songnet_core.train import TrainConfig
+from songnet_core.transitions import TransitionCounts
 from tests.test_evaluate import history
 from tests.test_train import album_sessions
 
@@ -138,3 +146,52 @@ def test_validation_that_tells_nothing_apart_gives_an_even_blend() -> None:
         table[positions, enc.tracks.cls[positions]] = -1.0  # every target last: all misses
     lists = top_lists({"model": FixedScores(tables[0]), "markov": FixedScores(tables[1])}, enc, positions, np.ones(c, bool))
     assert fit_weights(lists) == {"model": 0.5, "markov": 0.5}
+
+
+class Uniform:
+    """A model that knows nothing: every track of the library equally likely."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def scores(self, history: list[int], context: object) -> np.ndarray:
+        return np.full(self.size, -np.log(self.size))
+
+
+def library_blend(weights: dict[str, float]) -> BlendedNextTrack:
+    # Track 1 is always followed by 2; 7 and 8 were the listener's last plays; 3, 4 and 5
+    # often share sessions with 1.
+    sessions = [[1, 2, 3], [1, 2, 4], [1, 2, 5, 3], [6, 4], [9, 10], [7, 8]]
+    transitions = TransitionCounts(sessions)
+    plays = [t for s in sessions for t in s]
+    return BlendedNextTrack(Uniform(12), transitions, sessions, plays, weights, size=12)
+
+
+def top_of(scores: np.ndarray, n: int) -> list[int]:
+    return [int(t) for t in np.argsort(-scores, kind="stable")[:n]]
+
+
+def test_generation_blend_follows_each_baseline_as_evaluation_does() -> None:
+    assert top_of(library_blend({"markov": 1.0}).scores([1], None), 1) == [2]
+    # The repeat rule: the most recent plays first (the playlist so far counts as played).
+    assert top_of(library_blend({"repeat": 1.0}).scores([1], None), 2) == [8, 7]
+    # Session-kNN: the tracks of the sessions that hold 1 (2 in all three, 3 in two).
+    assert top_of(library_blend({"sknn": 1.0}).scores([1], None), 2) == [2, 3]
+    assert top_of(library_blend({"pop": 1.0}).scores([9], None), 3) == [1, 2, 3]
+
+
+def test_generation_blend_of_the_model_alone_is_the_model() -> None:
+    blend = library_blend({"model": 1.0, "markov": 0.0})
+    assert np.array_equal(blend.scores([1, 2], None), Uniform(12).scores([], None))
+
+
+def test_a_playlist_from_the_blend_fills_up_even_when_the_rules_ban_its_whole_head() -> None:
+    from songnet_core.generate import GenerationContext, PlaylistRules, continue_playlist
+
+    blend = library_blend({"model": 0.25, "markov": 0.25, "sknn": 0.25, "repeat": 0.25})
+    artist_of = np.arange(12, dtype=np.int64)
+    artist_of[0] = -1  # no track 0
+    context = GenerationContext(ts=1_700_000_000, hour=12, weekday=0)
+    playlist = continue_playlist(blend, [1], 11, artist_of=artist_of, context=context, rules=PlaylistRules(), rng=3)
+    assert playlist[0] == 1 and len(playlist) == 11 and len(set(playlist)) == 11
+    assert playlist[1] == 2 or 2 in playlist[:4]  # the transition the listener always makes comes early
