@@ -424,3 +424,16 @@ def test_status_and_health_commands(cfg: Settings, engine: Engine) -> None:
         and "daemon: running" in human.output
         and "model: none yet" in human.output
     )
+
+
+def test_status_and_health_never_create_a_database(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    missing = tmp_path / "typo"
+    for command, prefix in (("health", "unhealthy"), ("status", "error")):
+        result = CliRunner().invoke(app, ["--data-dir", str(missing), command])
+        assert result.exit_code == 1
+        assert f"{prefix}: no songnet database in {missing}" in result.output
+    assert not missing.exists()

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from service.cli.app import app, err_console, settings
 from service.daemon import SHUTDOWN_GRACE_SECONDS, Daemon
-from service.db import DatabaseError, open_database
+from service.db import DatabaseError, database_path, open_database
 from service.lock import daemon_lock
 from service.settings import Settings
 from service.sinks import playlists_dir
@@ -145,6 +145,7 @@ def status(
 ) -> None:
     """The daemon's state: last imports, the model, next runs, each playlist's last sync."""
     s = settings(ctx)
+    _require_database(s, "error")
     try:
         engine = open_database(s.data_dir)
     except DatabaseError as exc:
@@ -162,6 +163,7 @@ def status(
 def health(ctx: typer.Context) -> None:
     """Exit 0 when the daemon's heartbeat is fresh and no job is stuck, 1 otherwise."""
     s = settings(ctx)
+    _require_database(s, "unhealthy")
     try:
         engine = open_database(s.data_dir)
     except DatabaseError as exc:
@@ -171,6 +173,17 @@ def health(ctx: typer.Context) -> None:
     engine.dispose()
     typer.echo(("healthy: " if result.ok else "unhealthy: ") + result.reason, err=True)
     raise typer.Exit(0 if result.ok else 1)
+
+
+def _require_database(s: Settings, prefix: str) -> None:
+    """Read-only commands never create a database (a mistyped --data-dir would leave one)."""
+    if not database_path(s.data_dir).exists():
+        typer.echo(
+            f"{prefix}: no songnet database in {s.data_dir}: start the daemon (`songnet run`) there, "
+            "or point SONGNET_DATA_DIR / --data-dir at the right folder",
+            err=True,
+        )
+        raise typer.Exit(1)
 
 
 def _short(iso: str | None) -> str:
