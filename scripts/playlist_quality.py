@@ -73,7 +73,7 @@ def measure_export(name: str, samplings: list[str], epochs: int | None, seed: in
     listens, tracks = load_export(CORPUS / name)
     seq = build_sequence(listens, tz="UTC")
     split = protocol_split(seq)
-    cfg = TrainConfig(seed=seed) if epochs is None else TrainConfig(seed=seed, max_epochs=epochs)
+    cfg = TrainConfig(seed=seed, time_budget_s=None, **({} if epochs is None else {"max_epochs": epochs}))
     result = train(cfg, TrainingData(seq, split.first_test_session, training_features(listens, split, "UTC")))
     assert result.model is not None
     train_s = time.monotonic() - started

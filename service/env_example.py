@@ -81,6 +81,10 @@ DOCS: list[tuple[str, list[tuple[str, str]]]] = [
                 "How many times one pass covers each play; empty: the model's default. Lower is faster.",
             ),
             ("train_min_steps", "Fewest batches in one pass (small histories); empty: the model's default."),
+            (
+                "train_time_budget_seconds",
+                "Wall-clock budget of one training (fewer passes past it); empty: the model's default (540).",
+            ),
         ],
     ),
     (

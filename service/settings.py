@@ -82,6 +82,7 @@ class Settings(BaseSettings):
     train_max_epochs: int | None = Field(default=None, ge=1)
     train_epoch_coverage: float | None = Field(default=None, gt=0)
     train_min_steps: int | None = Field(default=None, ge=1)
+    train_time_budget_seconds: float | None = Field(default=None, gt=0)
 
     # Spotify
     spotify_client_id: str | None = None

@@ -74,6 +74,7 @@ def default_train_config(settings: Settings, **overrides: Any) -> TrainConfig:
         "max_epochs": settings.train_max_epochs,
         "coverage": settings.train_epoch_coverage,
         "min_steps": settings.train_min_steps,
+        "time_budget_s": settings.train_time_budget_seconds,
     }
     known = {k: v for k, v in {**from_settings, **overrides}.items() if v is not None}
     return replace(cfg, **known) if known else cfg

@@ -163,7 +163,7 @@ def evaluate_listens(
 
     `on_validation`: the same on the validation split inside the training part (test unseen),
     for choosing hyper-parameters."""
-    cfg = train_config or TrainConfig()
+    cfg = train_config or TrainConfig(time_budget_s=None)
     split = protocol_split(
         build_sequence(listens, tz=tz), min_count=cfg.min_count,
         validation_share=cfg.val_share if on_validation else None,

@@ -5,7 +5,9 @@ after each epoch the model ranks those sessions' tracks exactly as the evaluatio
 does, and training stops once validation HR@10 has not improved for `patience` epochs,
 keeping the best epoch's weights. With `refit`, a fresh model is then trained on every
 session for that many epochs, so the newest listening is learned too. Same data and seed
-give the same model (single-process CPU kernels are deterministic).
+give the same model (single-process CPU kernels are deterministic), as long as the wall-clock
+budget (`time_budget_s`) does not cut training short: when it does, the metrics say so
+(`budget_stopped`), and the refit is left out if it would not fit (`refit` = 0).
 """
 
 from __future__ import annotations
@@ -55,6 +57,11 @@ class TrainConfig:
     refit: bool = True
     seed: int = 0
     threads: int | None = None  # default: every core of the machine
+    # Wall-clock budget for fit + refit (None: none). The fit stops at the first epoch end past
+    # half of it (the best epoch so far is kept); the refit runs only if its epochs, timed by
+    # the fit's, fit in what is left. A big history on a slow machine trains fewer epochs
+    # instead of for hours.
+    time_budget_s: float | None = 540.0
     use_track_features: bool = True
 
 
@@ -191,9 +198,11 @@ def train(
     *,
     progress: Callable[[TrainProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> TrainResult:
     """Train on `data`; see the module docstring. `should_stop` is checked between batches:
-    when it answers True the result has no model and `stopped` is set."""
+    when it answers True the result has no model and `stopped` is set. `clock` (seconds)
+    times the budget."""
     torch.set_num_threads(config.threads or os.cpu_count() or 1)
     seq = data.seq
     n_train = seq.n_sessions if data.train_sessions is None else data.train_sessions
@@ -214,13 +223,19 @@ def train(
         ranks = evaluate_positions(ModelScorer(module, enc, config.window), enc, val_pos, seen_in_fit)
         return summarise(ranks, seq.session[val_pos], n_boot=1)["hr@10"].value
 
-    started = time.monotonic()
+    started = clock()
+    budget = config.time_budget_s
+    fit_deadline = None if budget is None else started + budget / 2
     _seed_everything(config.seed)
     model = _build_model(config, vocab, data.track_features)
-    fit = _fit(model, enc, fit_end, config, config.max_epochs, validate, progress, should_stop, "fit")
+    fit = _fit(
+        model, enc, fit_end, config, config.max_epochs, validate, progress, should_stop, "fit",
+        deadline=fit_deadline, clock=clock,
+    )  # fmt: skip
     if fit is None:
         return TrainResult(None, stopped=True)
     best_state, best_epoch, best_val, history, tokens = fit
+    fit_seconds = clock() - started
     model.load_state_dict(best_state)
     model.eval()
     validation_model = LoadedModel(model, vocab, config.window, {}, {"phase": "fit"})
@@ -229,7 +244,12 @@ def train(
         "val_first_session": float(val_first), "train_sessions": float(n_train),
         "classes": float(vocab.n_classes), "own_embeddings": float(vocab.n_own - 1),
     }  # fmt: skip
-    if config.refit and best_epoch > 0:
+    refit_fits = True
+    if budget is not None and fit_deadline is not None and history:
+        refit_fits = best_epoch * fit_seconds / len(history) <= started + budget - clock()
+        metrics["budget_stopped"] = float(started + fit_seconds >= fit_deadline and len(history) < config.max_epochs)
+    metrics["refit"] = float(config.refit and best_epoch > 0 and refit_fits)
+    if config.refit and best_epoch > 0 and refit_fits:
         _seed_everything(config.seed)
         model = _build_model(config, vocab, data.track_features)
         end = seq.session_bounds(n_train - 1)[1]
@@ -238,12 +258,13 @@ def train(
             return TrainResult(None, stopped=True)
         model.load_state_dict(refit[0])
         tokens += refit[4]
-    elapsed = time.monotonic() - started
+    elapsed = clock() - started
     metrics.update({"train_seconds": elapsed, "tokens_per_second": tokens / max(elapsed, 1e-9)})
     model.eval()
     loaded = LoadedModel(model, vocab, config.window, metrics, {"config": str(asdict(config))})
     validation_model.metrics = metrics
-    return TrainResult(loaded, metrics, False, history, validation_model if config.refit else loaded)
+    refitted = metrics["refit"] > 0
+    return TrainResult(loaded, metrics, False, history, validation_model if refitted else loaded)
 
 
 FitOutcome = tuple[dict[str, torch.Tensor], int, float, list[dict[str, float]], int]
@@ -259,8 +280,12 @@ def _fit(
     progress: Callable[[TrainProgress], None] | None,
     should_stop: Callable[[], bool] | None,
     phase: str,
+    *,
+    deadline: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> FitOutcome | None:
-    """Epochs over positions [0, end); with `validate`, early stopping on it. None if stopped."""
+    """Epochs over positions [0, end); with `validate`, early stopping on it, and no new
+    epoch once `clock()` is past `deadline`. None if stopped."""
     rng = np.random.default_rng(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     best_state = copy.deepcopy(model.state_dict())
@@ -302,5 +327,7 @@ def _fit(
         if validate is None:
             best_state, best_epoch = copy.deepcopy(model.state_dict()), epoch
         elif since_best >= cfg.patience:
+            break
+        if deadline is not None and clock() >= deadline:
             break
     return best_state, best_epoch, best_val, history, tokens

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import numpy as np
@@ -181,3 +182,27 @@ def test_make_batch_lays_out_memory_window_and_targets() -> None:
     assert y[1].tolist() == [*enc.tracks.cls[21:25].tolist(), -1, -1, -1, -1]
     # Hours run forward through the row, from the memory to the window.
     assert (np.diff(x.hours[0, 2:].numpy()) >= 0).all()
+
+
+def test_a_time_budget_ends_the_fit_at_an_epoch_end_and_leaves_out_a_refit_that_would_not_fit() -> None:
+    # A clock that moves 100 s per epoch: with a 250 s budget the fit may start epochs until
+    # 125 s, so it runs two (ending at 100 s and 200 s); a refit of at least one 100-s epoch
+    # does not fit in the 50 s left.
+    now = [0.0]
+
+    def progress(p: TrainProgress) -> None:
+        if p.step == p.steps:
+            now[0] += 100.0
+
+    cfg = dataclasses.replace(TINY, max_epochs=10, patience=10, refit=True, time_budget_s=250.0)
+    result = train(cfg, data(), progress=progress, clock=lambda: now[0])
+    assert result.model is not None
+    assert len(result.history) == 2
+    assert result.metrics["budget_stopped"] == 1.0
+    assert result.metrics["refit"] == 0.0
+    assert result.validation_model is result.model  # the fit model is the model
+
+    now[0] = 0.0
+    unbounded = train(dataclasses.replace(cfg, time_budget_s=None), data(), progress=progress, clock=lambda: now[0])
+    assert len(unbounded.history) == 10 and unbounded.metrics["refit"] == 1.0
+    assert "budget_stopped" not in unbounded.metrics

@@ -96,7 +96,7 @@ def evaluate(
         err_console.print("no music plays found in the given paths", markup=False)
         log.error("eval: nothing to evaluate; pass Spotify export folders, files or zips", paths=[str(p) for p in paths])
         raise typer.Exit(1)
-    cfg = TrainConfig(seed=seed)
+    cfg = TrainConfig(seed=seed, time_budget_s=None)  # no wall-clock cut: figures that reproduce
     if epochs is not None:
         cfg = replace(cfg, max_epochs=epochs)
     columns = (
