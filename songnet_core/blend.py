@@ -164,8 +164,10 @@ class BlendedNextTrack:
     The baselines read the listener's library: popularity and transitions from
     `transitions`, session-kNN over the last `sknn_sessions` of `sessions` (the playlist so far
     is the current session), and the repeat rule over `recent` (the listener's plays, oldest
-    first) continued by the playlist. Tracks outside every top list keep the model's order
-    far below, so the rules can still fill a playlist when they ban the whole head.
+    first) continued by the playlist. Each baseline's list is built from its few non-zero
+    entries, then popularity, in the evaluation's order, without a dense pass over the
+    library. Tracks outside every top list keep the model's order far below, so the rules can
+    still fill a playlist when they ban the whole head.
     """
 
     def __init__(
@@ -182,96 +184,133 @@ class BlendedNextTrack:
     ) -> None:
         self.model, self.transitions, self.size = model, transitions, size
         self.weights = {k: float(v) for k, v in weights.items() if v > 0}
+        unknown = set(self.weights) - {"model", "pop", "markov", "sknn", "repeat"}
+        if unknown:
+            raise ValueError(f"unknown scorer(s) in the blend: {sorted(unknown)}")
         pop = np.zeros(size, dtype=np.float64)
         n = min(size, transitions.plays.size)
         pop[:n] = transitions.plays[:n]
-        # Ties fall back on popularity, then on the lower id, as in evaluation.
-        self.pop = pop + (size - np.arange(size)) / (size + 1.0) * 1e-3
-        self.recent = [t for t in recent if 0 <= t < size]
-        last = np.full(size, -1.0)
-        last[np.asarray(self.recent, dtype=np.int64)] = np.arange(len(self.recent), dtype=np.float64)
-        self.last_played = last
+        self.pop = pop
+        # Most played first, ties to the lower id: the order every list falls back on.
+        by_pop = np.lexsort((np.arange(size), -pop))
+        self.pop_rank = np.empty(size, dtype=np.int64)
+        self.pop_rank[by_pop] = np.arange(size)
+        self.pop_order = by_pop[: 4 * TOP]
+        # The listener's distinct tracks, most recently played first.
+        seen: dict[int, None] = {}
+        for t in reversed(recent):
+            if 0 <= t < size and t not in seen:
+                seen[t] = None
+                if len(seen) >= 4 * TOP:
+                    break
+        self.recent_order = list(seen)
         kept = [np.unique(np.asarray([t for t in s if 0 <= t < size], dtype=np.int64)) for s in sessions[-sknn_sessions:]]
-        self.session_tracks = [s for s in kept if s.size]
-        self.session_norm = np.sqrt(np.asarray([s.size for s in self.session_tracks], dtype=np.float64))
-        owners = np.repeat(np.arange(len(self.session_tracks)), [s.size for s in self.session_tracks])
-        flat = np.concatenate(self.session_tracks) if self.session_tracks else np.zeros(0, dtype=np.int64)
-        order = np.argsort(flat, kind="stable")
-        self._member_track, self._member_session = flat[order], owners[order]
+        kept = [s for s in kept if s.size]
+        # Session-kNN's sessions as flat arrays: tracks by session (offsets) and sessions by track.
+        self._lengths = np.asarray([s.size for s in kept], dtype=np.int64)
+        self._offsets = np.concatenate([[0], np.cumsum(self._lengths)]).astype(np.int64)
+        self._session_flat = np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
+        self._session_norm = np.sqrt(self._lengths.astype(np.float64))
+        owners = np.repeat(np.arange(len(kept)), self._lengths)
+        order = np.argsort(self._session_flat, kind="stable")
+        self._member_track, self._member_session = self._session_flat[order], owners[order]
         self.sknn_k = sknn_k
 
     def scores(self, history: Sequence[int], context: Any) -> F64:
-        model = np.full(self.size, -np.inf)
         raw = np.asarray(self.model.scores(history, context), dtype=np.float64)
-        model[: min(self.size, raw.size)] = raw[: self.size]
+        if raw.size == self.size:
+            model = raw
+        else:
+            model = np.full(self.size, -np.inf)
+            model[: min(self.size, raw.size)] = raw[: self.size]
         if set(self.weights) <= {"model"}:
             return model
-        fused = np.zeros(self.size)
         current = history[-1] if history else -1
+        lists, contributions = [], []
         for name, w in self.weights.items():
-            scores = model if name == "model" else self._baseline(name, history)
-            ids = _top_ids(scores, current, TOP)
-            fused[ids] += w / (FUSION_K + 1.0 + np.arange(ids.size))
-        with np.errstate(divide="ignore"):
-            out = np.where(fused > 0, SHARPNESS * np.log(fused), FALLBACK + model)
+            ids = _top_ids(model, current, TOP) if name == "model" else self._top(name, history, current)
+            lists.append(ids)
+            contributions.append(w / (FUSION_K + 1.0 + np.arange(ids.size)))
+        listed = np.concatenate(lists)
+        fused = np.bincount(listed, weights=np.concatenate(contributions), minlength=self.size)
+        head = np.flatnonzero(fused)
+        out: F64 = FALLBACK + model
+        out[head] = SHARPNESS * np.log(fused[head])
         return out
 
-    def _baseline(self, name: str, history: Sequence[int]) -> F64:
+    def _top(self, name: str, history: Sequence[int], current: int) -> IntArray:
+        """A baseline's top `TOP` ids, best first, `current` left out."""
         if name == "pop":
-            return self.pop
+            return self._then_popular([], current)
         if name == "markov":
-            out = self.pop * 1e-6
             for prev in reversed(history):
                 ids, counts = self.transitions.followers(prev)
-                if ids.size:
-                    ok = ids < self.size
-                    out = out.copy()
-                    out[ids[ok]] += counts[ok]
-                    break
-            return out
+                ok = ids < self.size
+                if ok.any():
+                    ids, counts = ids[ok], counts[ok]
+                    ranked = ids[np.lexsort((self.pop_rank[ids], -counts))]
+                    return self._then_popular(ranked.tolist(), current)
+            return self._then_popular([], current)
         if name == "repeat":
-            when = self.last_played.copy()
-            base = len(self.recent)
-            for i, t in enumerate(history):
-                if 0 <= t < self.size:
-                    when[t] = base + i
-            return np.where(when >= 0, when + 2.0, 0.0) + self.pop * 1e-9
+            # The playlist so far is the most recent listening, then the listener's plays.
+            order = [t for t in reversed(history) if 0 <= t < self.size]
+            return self._then_popular(list(dict.fromkeys([*order, *self.recent_order])), current)
         if name == "sknn":
-            return self._sknn(history)
+            return self._then_popular(self._sknn(history), current)
         raise ValueError(f"unknown scorer {name!r}")
 
-    def _sknn(self, history: Sequence[int]) -> F64:
-        out = self.pop * 1e-9
+    def _then_popular(self, ranked: list[int], current: int) -> IntArray:
+        out = [t for t in ranked[: TOP + 1] if t != current][:TOP]
+        if len(out) < TOP:
+            taken = {*out, current}
+            out += [t for t in self.pop_order.tolist() if t not in taken][: TOP - len(out)]
+        return np.asarray(out, dtype=np.int64)
+
+    def _sknn(self, history: Sequence[int]) -> list[int]:
         q = np.unique(np.asarray([t for t in history if 0 <= t < self.size], dtype=np.int64))
-        if q.size == 0 or not self.session_tracks:
-            return out
+        if q.size == 0 or self._lengths.size == 0:
+            return []
         lo = np.searchsorted(self._member_track, q)
         hi = np.searchsorted(self._member_track, q, side="right")
-        hits = np.concatenate([self._member_session[a:b] for a, b in zip(lo, hi, strict=True)])
+        hits = self._member_session[_ranges(lo, hi)]
         if hits.size == 0:
-            return out
-        overlap = np.bincount(hits, minlength=len(self.session_tracks)).astype(np.float64)
-        sim = overlap / (np.sqrt(q.size) * self.session_norm)
+            return []
+        overlap = np.bincount(hits, minlength=self._lengths.size).astype(np.float64)
+        sim = overlap / (np.sqrt(q.size) * self._session_norm)
         near = np.flatnonzero(sim > 0)
         if near.size > self.sknn_k:
             near = near[np.argsort(-sim[near], kind="stable")[: self.sknn_k]]
-        out = out.copy()
-        for s in near:
-            out[self.session_tracks[s]] += sim[s]
-        return out
+        tracks = self._session_flat[_ranges(self._offsets[near], self._offsets[near + 1])]
+        dense = np.bincount(tracks, weights=np.repeat(sim[near], self._lengths[near]), minlength=self.size)
+        ids = np.flatnonzero(dense)
+        total = dense[ids]
+        need = TOP + 1  # one more: the current track is left out afterwards
+        if ids.size > need:  # only the head is ordered; ties at its edge are all kept
+            keep = total >= np.partition(total, ids.size - need)[ids.size - need]
+            ids, total = ids[keep], total[keep]
+        ranked: list[int] = ids[np.lexsort((self.pop_rank[ids], -total))].tolist()
+        return ranked
+
+
+def _ranges(lo: IntArray, hi: IntArray) -> IntArray:
+    """The concatenation of range(lo[i], hi[i]) for every i, without a Python loop."""
+    lengths = hi - lo
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.repeat(lo - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    return starts + np.arange(total, dtype=np.int64)
 
 
 def _top_ids(scores: F64, current: int, top: int) -> IntArray:
     """The `top` best ids of `scores` (finite ones only), best first, `current` left out."""
-    key = np.asarray(scores, dtype=np.float64).copy()
-    if 0 <= current < key.size:
-        key[current] = -np.inf
-    finite = int(np.isfinite(key).sum())
-    top = min(top, finite)
-    if top <= 0:
+    k = min(top + 1, scores.size)  # one more: `current` may be among them
+    if k <= 0:
         return np.zeros(0, dtype=np.int64)
-    part = np.argpartition(-key, top - 1)[:top]
-    return part[np.lexsort((part, -key[part]))]
+    part = np.argpartition(-scores, k - 1)[:k]
+    part = part[np.isfinite(scores[part]) & (part != current)]
+    ordered: IntArray = part[np.lexsort((part, -scores[part]))][:top]
+    return ordered
 
 
 __all__ = [

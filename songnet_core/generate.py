@@ -96,6 +96,9 @@ def allowed_mask(
     return allowed
 
 
+NEGLIGIBLE_NATS = 60.0
+
+
 def pick(logits: FloatArray, sampling: Sampling, rng: np.random.Generator) -> int | None:
     """One index drawn from the finite entries of `logits`, or None when there is none."""
     idx = np.flatnonzero(np.isfinite(logits))
@@ -105,6 +108,12 @@ def pick(logits: FloatArray, sampling: Sampling, rng: np.random.Generator) -> in
     if sampling.temperature <= 0.0:
         return int(idx[int(np.argmax(vals))])
     vals = vals / sampling.temperature
+    # Entries this far below the best carry < 1e-22 of the mass even 20k together: leaving
+    # them out changes no draw's odds, and a scorer with a far tail (the blend) samples from
+    # its head alone.
+    near = vals >= vals.max() - NEGLIGIBLE_NATS
+    if not near.all():
+        idx, vals = idx[near], vals[near]
     if sampling.top_k is not None and sampling.top_k < idx.size:
         keep = np.argpartition(-vals, sampling.top_k - 1)[: sampling.top_k]
         idx, vals = idx[keep], vals[keep]

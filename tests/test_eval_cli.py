@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from service.cli import app
 
-SCORERS = ("model", "pop", "markov", "sknn", "repeat")
+SCORERS = ("blend", "model", "pop", "markov", "sknn", "repeat")
 METRICS = ("hr@10", "mrr@10", "ndcg@10")
 
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-SCORERS = ("model", "pop", "markov", "sknn", "repeat")
+SCORERS = ("blend", "model", "pop", "markov", "sknn", "repeat")
 
 
 class _Bar:
