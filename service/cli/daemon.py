@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import structlog
 import typer
 from rich.table import Table
+from sqlalchemy import Engine
 
 from service.cli.app import app, err_console, settings
 from service.daemon import SHUTDOWN_GRACE_SECONDS, Daemon
@@ -145,12 +146,7 @@ def status(
 ) -> None:
     """The daemon's state: last imports, the model, next runs, each playlist's last sync."""
     s = settings(ctx)
-    _require_database(s, "error")
-    try:
-        engine = open_database(s.data_dir)
-    except DatabaseError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    engine = _open_existing_database(s, "error")
     report = collect_status(engine, s, now=time.time())
     engine.dispose()
     if as_json:
@@ -163,20 +159,16 @@ def status(
 def health(ctx: typer.Context) -> None:
     """Exit 0 when the daemon's heartbeat is fresh and no job is stuck, 1 otherwise."""
     s = settings(ctx)
-    _require_database(s, "unhealthy")
-    try:
-        engine = open_database(s.data_dir)
-    except DatabaseError as exc:
-        typer.echo(f"unhealthy: {exc}", err=True)
-        raise typer.Exit(1) from None
+    engine = _open_existing_database(s, "unhealthy")
     result = check_health(engine, s, now=time.time())
     engine.dispose()
     typer.echo(("healthy: " if result.ok else "unhealthy: ") + result.reason, err=True)
     raise typer.Exit(0 if result.ok else 1)
 
 
-def _require_database(s: Settings, prefix: str) -> None:
-    """Read-only commands never create a database (a mistyped --data-dir would leave one)."""
+def _open_existing_database(s: Settings, prefix: str) -> Engine:
+    """The database for a read-only command; exit 1 with `prefix` when it is missing (it is
+    never created: a mistyped --data-dir would leave one) or unusable."""
     if not database_path(s.data_dir).exists():
         typer.echo(
             f"{prefix}: no songnet database in {s.data_dir}: start the daemon (`songnet run`) there, "
@@ -184,6 +176,11 @@ def _require_database(s: Settings, prefix: str) -> None:
             err=True,
         )
         raise typer.Exit(1)
+    try:
+        return open_database(s.data_dir)
+    except DatabaseError as exc:
+        typer.echo(f"{prefix}: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 def _short(iso: str | None) -> str:
