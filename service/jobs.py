@@ -27,8 +27,9 @@ from sqlmodel import Session, col, select
 
 from service import tables
 from service.lock import FileLock, read_holder, write_lock_file
+from service.playlist_shape import Playlist
 from service.settings import PlaylistConfig, Settings
-from service.sinks import Playlist, playlists_dir, write_playlist_files
+from service.sinks import playlists_dir, write_playlist_files
 
 log = structlog.get_logger(__name__)
 

@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
 from urllib.parse import quote
 
+from service.playlist_shape import Playlist
 from service.settings import slugify
 
 PLAYLISTS_DIR = "playlists"
@@ -31,34 +30,6 @@ def _current_umask() -> int:
 
 # mkstemp creates files 0600; the playlists get the mode any new file would get here.
 _FILE_MODE = 0o666 & ~_current_umask()
-
-
-class PlaylistTrack(Protocol):
-    @property
-    def track_id(self) -> int | None: ...
-    @property
-    def artist(self) -> str: ...
-    @property
-    def title(self) -> str: ...
-    @property
-    def uri(self) -> str | None: ...
-    @property
-    def reason(self) -> str: ...
-    @property
-    def is_seed(self) -> bool: ...
-
-
-class Playlist(Protocol):
-    """What the sink needs of a generated playlist (`service.playlists.GeneratedPlaylist`)."""
-
-    @property
-    def config_id(self) -> str: ...
-    @property
-    def name(self) -> str: ...
-    @property
-    def tracks(self) -> Sequence[PlaylistTrack]: ...
-    @property
-    def model_version(self) -> int | None: ...
 
 
 @dataclass(frozen=True)

@@ -14,40 +14,26 @@ from typer.testing import CliRunner
 
 from service import model_store, training
 from service.cli import app
-from service.db import backup_database, database_path, open_database
+from service.db import open_database
 from service.library import load_tracks
 from service.settings import load_settings
 from songnet_core.history import Play
-from songnet_core.synthetic import SyntheticConfig, generate_plays
-from songnet_core.train import TrainConfig
 from tests.library_rows import store_plays
-
-TINY = TrainConfig(dim=16, hidden=32, window=64, batch_size=16, max_epochs=2, patience=1, threads=1, seed=0)
+from tests.trained_library import TINY, copy_library, partly_nameless_plays, train_library
 
 
 def library_plays() -> list[Play]:
-    """A synthetic listener; one artist in four is known only by name (account-data style)."""
-    plays = generate_plays(SyntheticConfig(n_plays=2500, n_artists=48, n_clusters=4, seed=11))
-    artists = sorted({p.artist for p in plays})
-    nameless = set(artists[::4])
-    return [dataclasses.replace(p, uri=None) if p.artist in nameless else p for p in plays]
+    return partly_nameless_plays(n_artists=48, n_clusters=4, seed=11, every=4)
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    data = tmp_path_factory.mktemp("trained")
-    engine = open_database(data)
-    store_plays(engine, library_plays())
-    outcome = training.train_and_maybe_promote(engine, load_settings(data_dir=data), config=TINY)
-    assert outcome.promoted
-    engine.dispose()
-    return data
+    return train_library(tmp_path_factory.mktemp("trained"), library_plays())
 
 
 @pytest.fixture
 def data_dir(trained: Path, tmp_path: Path) -> Path:
-    backup_database(database_path(trained), database_path(tmp_path))
-    return tmp_path
+    return copy_library(trained, tmp_path)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -11,50 +10,30 @@ import pytest
 from sqlmodel import Session, select
 from typer.testing import CliRunner
 
-from service import tables, training
+from service import tables
 from service.cli import app
-from service.db import backup_database, database_path, open_database
+from service.db import open_database
 from service.library import load_tracks
-from service.settings import load_settings
 from service.spotify.sync import marker_for
 from songnet_core.history import Play
-from songnet_core.synthetic import SyntheticConfig, generate_plays
-from songnet_core.train import TrainConfig
 from tests.fake_spotify import FakeSpotify, Fault
-from tests.library_rows import store_plays
+from tests.trained_library import copy_library, partly_nameless_plays, train_library
 
 # Logs go to a live stderr whatever CLI test ran before.
 pytestmark = pytest.mark.usefixtures("fresh_logging")
 
-TINY = TrainConfig(
-    dim=16, hidden=32, window=64, batch_size=16, max_epochs=2, patience=1, threads=1, seed=0
-)
-
-
 def library_plays() -> list[Play]:
-    """A synthetic listener; one artist in three is known only by name (account-data style)."""
-    plays = generate_plays(SyntheticConfig(n_plays=2500, n_artists=30, n_clusters=3, seed=5))
-    artists = sorted({p.artist for p in plays})
-    nameless = set(artists[::3])
-    return [dataclasses.replace(p, uri=None) if p.artist in nameless else p for p in plays]
+    return partly_nameless_plays(n_artists=30, n_clusters=3, seed=5, every=3)
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    data = tmp_path_factory.mktemp("trained")
-    engine = open_database(data)
-    store_plays(engine, library_plays())
-    assert training.train_and_maybe_promote(
-        engine, load_settings(data_dir=data), config=TINY
-    ).promoted
-    engine.dispose()
-    return data
+    return train_library(tmp_path_factory.mktemp("trained"), library_plays())
 
 
 @pytest.fixture
 def data_dir(trained: Path, tmp_path: Path) -> Path:
-    backup_database(database_path(trained), database_path(tmp_path))
-    return tmp_path
+    return copy_library(trained, tmp_path)
 
 
 def stock_the_fake(fake: FakeSpotify, data_dir: Path) -> list[str]:

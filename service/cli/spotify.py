@@ -18,6 +18,7 @@ import typer
 
 from service.cli.app import app, err_console, settings
 from service.db import DatabaseError, open_database
+from service.playlist_shape import Playlist
 from service.settings import PlaylistConfig, Settings
 from service.spotify.auth import (
     RedirectListener,
@@ -29,7 +30,6 @@ from service.spotify.auth import (
 from service.spotify.client import client_from_settings
 from service.spotify.errors import AuthError, NotConfigured, SpotifyError
 from service.spotify.sync import (
-    GeneratedPlaylistLike,
     SyncOutcome,
     SyncRun,
     record_generated,
@@ -269,7 +269,7 @@ def _generate_and_sync(
     from service.playlists import generate_for_config
 
     now = int(time.time())
-    generated: list[GeneratedPlaylistLike] = []
+    generated: list[Playlist] = []
     failed: list[SyncOutcome] = []
     for config in configs:
         try:

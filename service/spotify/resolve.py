@@ -12,13 +12,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import structlog
 from sqlalchemy import Engine
 from sqlmodel import Session
 
 from service import tables
+from service.playlist_shape import TrackRef
 from service.spotify.client import SpotifyClient
 from service.spotify.errors import BadRequest
 from service.spotify.match import base_title, best_match
@@ -26,17 +26,6 @@ from service.spotify.match import base_title, best_match
 log = structlog.get_logger(__name__)
 
 DAY = 86_400
-
-
-class ResolvableTrack(Protocol):
-    @property
-    def track_id(self) -> int | None: ...
-    @property
-    def artist(self) -> str: ...
-    @property
-    def title(self) -> str: ...
-    @property
-    def uri(self) -> str | None: ...
 
 
 @dataclass
@@ -79,7 +68,7 @@ class Resolver:
         self.wall_clock = wall_clock
         self.stats = ResolveStats()
 
-    def uri_for(self, track: ResolvableTrack) -> str | None:
+    def uri_for(self, track: TrackRef) -> str | None:
         """The track's URI: known, cached, or searched now (None when Spotify has no match)."""
         if track.uri:
             self.stats.known += 1

@@ -27,13 +27,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, tzinfo
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import structlog
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from service import tables
+from service.playlist_shape import Playlist
 from service.settings import PlaylistConfig, Settings
 from service.spotify.client import MAX_ITEMS_PER_REQUEST, SpotifyClient, client_from_settings
 from service.spotify.errors import AuthError, Deferred, Interrupted, NotFound, SpotifyError
@@ -46,34 +47,6 @@ NAME_MAX = 100
 DESCRIPTION_MAX = 300
 
 Status = Literal["written", "failed", "deferred", "dry-run"]
-
-
-class GeneratedTrackLike(Protocol):
-    @property
-    def track_id(self) -> int | None: ...
-    @property
-    def artist(self) -> str: ...
-    @property
-    def title(self) -> str: ...
-    @property
-    def uri(self) -> str | None: ...
-    @property
-    def reason(self) -> str: ...
-    @property
-    def is_seed(self) -> bool: ...
-
-
-class GeneratedPlaylistLike(Protocol):
-    """What `service.playlists.generate_for_config` returns, as far as sync needs it."""
-
-    @property
-    def config_id(self) -> str: ...
-    @property
-    def name(self) -> str: ...
-    @property
-    def tracks(self) -> Sequence[GeneratedTrackLike]: ...
-    @property
-    def model_version(self) -> Any: ...
 
 
 @dataclass
@@ -123,7 +96,7 @@ def _trim(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def describe(playlist: GeneratedPlaylistLike, *, now: float, zone: tzinfo = UTC) -> str:
+def describe(playlist: Playlist, *, now: float, zone: tzinfo = UTC) -> str:
     """Date (in the listener's zone), seeds, model version and marker, within 300 characters."""
     date = datetime.fromtimestamp(now, zone).strftime("%Y-%m-%d")
     marker = marker_for(playlist.config_id)
@@ -186,7 +159,7 @@ class PlaylistSyncer:
 
     # -- one playlist --------------------------------------------------------------------
 
-    def sync(self, config: PlaylistConfig, playlist: GeneratedPlaylistLike) -> SyncOutcome:
+    def sync(self, config: PlaylistConfig, playlist: Playlist) -> SyncOutcome:
         """Write `playlist` for `config`; errors other than `SpotifyError` propagate."""
         now = int(self.wall_clock())
         self._save(config.id, name=config.name, removed_from_config=False)
@@ -249,7 +222,7 @@ class PlaylistSyncer:
         )
         return outcome
 
-    def _resolve(self, playlist: GeneratedPlaylistLike) -> tuple[list[str], int]:
+    def _resolve(self, playlist: Playlist) -> tuple[list[str], int]:
         uris: list[str] = []
         seen: set[str] = set()
         unresolved = 0
@@ -384,7 +357,7 @@ def mark_removed_playlists(engine: Engine, config_ids: set[str]) -> list[str]:
 
 
 def record_generated(
-    engine: Engine, config: PlaylistConfig, playlist: GeneratedPlaylistLike, now: int
+    engine: Engine, config: PlaylistConfig, playlist: Playlist, now: int
 ) -> None:
     """Keep the generated list in `playlist_state` (what `status` and the next run see)."""
     tracks = [
@@ -433,7 +406,7 @@ class SyncRun:
         return 0
 
 
-def config_for(settings: Settings, playlist: GeneratedPlaylistLike) -> PlaylistConfig:
+def config_for(settings: Settings, playlist: Playlist) -> PlaylistConfig:
     """The configuration a generated playlist came from (the daemon's default playlist is in no
     setting: it gets a private one under its own id and name)."""
     for config in settings.playlists:
@@ -447,7 +420,7 @@ def config_for(settings: Settings, playlist: GeneratedPlaylistLike) -> PlaylistC
 def sync_playlists(
     engine: Engine,
     settings: Settings,
-    playlists: Sequence[GeneratedPlaylistLike],
+    playlists: Sequence[Playlist],
     *,
     stop: threading.Event | None = None,
     client: SpotifyClient | None = None,
