@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,3 +41,20 @@ def corpus_source(name: str) -> dict[str, int]:
 @pytest.fixture
 def corpus() -> Path:
     return require_corpus()
+
+
+@pytest.fixture
+def logs() -> Iterator[io.StringIO]:
+    """songnet's JSON log lines (debug and up) in a stream; logging reset to stderr after."""
+    from service.logging import configure_logging
+
+    stream = io.StringIO()
+    configure_logging("json", "debug", stream=stream)
+    yield stream
+    configure_logging("json", "info")
+
+
+def logged(stream: io.StringIO, event: str | None = None) -> list[dict[str, Any]]:
+    """The JSON records in `stream`, only those named `event` if given."""
+    records = [json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{")]
+    return [r for r in records if event is None or r.get("event") == event]

@@ -122,6 +122,13 @@ class DaemonProcess:
                 if e.get("event") == event and all(e.get(k) == v for k, v in fields.items())
             ]
 
+    def stop_by_signal(self, signum: int = signal.SIGTERM, timeout: float = 15) -> tuple[int, float]:
+        """Send `signum` and wait for the exit: the exit code and the seconds it took."""
+        started = time.monotonic()
+        self.signal(signum)
+        code = self.wait(timeout)
+        return code, time.monotonic() - started
+
     def signal(self, signum: int = signal.SIGTERM) -> None:
         self.proc.send_signal(signum)
 

@@ -12,7 +12,6 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -38,9 +37,9 @@ from service.daemon import (
 from service.db import open_database
 from service.jobs import FAILED, INTERRUPTED, OK, JobRun, Jobs
 from service.lock import FileLock, write_lock_file
-from service.logging import configure_logging
 from service.settings import Settings, load_settings
 from service.status import check_health, collect_status
+from tests.conftest import logged
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -74,18 +73,6 @@ def engine(cfg: Settings) -> Iterator[Engine]:
     eng = open_database(cfg.data_dir)
     yield eng
     eng.dispose()
-
-
-@pytest.fixture
-def logs() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    configure_logging("json", "debug", stream=stream)
-    yield stream
-    configure_logging("json", "info")
-
-
-def log_lines(stream: io.StringIO) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{")]
 
 
 def record_weekly(engine: Engine, started: datetime, outcome: str | None = OK) -> None:
@@ -283,7 +270,7 @@ def test_job_is_recorded_and_logged_with_duration_and_counts(
         row = session.exec(select(tables.RunRecord)).one()
     assert (row.job, row.outcome, row.finished_at - row.started_at) == ("import", OK, 42)
     assert json.loads(row.detail_json)["imported"] == 10
-    lines = log_lines(logs)
+    lines = logged(logs)
     started = next(x for x in lines if x["event"] == "job started")
     finished = next(x for x in lines if x["event"] == "job finished")
     assert started["job"] == "import"
@@ -301,7 +288,7 @@ def test_failing_job_is_logged_with_a_hint_and_never_raises(
 
     run = jobs.run("import", body)
     assert (run.outcome, run.error) == (FAILED, "ValueError: bad export")
-    failed = next(x for x in log_lines(logs) if x["event"] == "job failed")
+    failed = next(x for x in logged(logs) if x["event"] == "job failed")
     assert "hint" in failed and "ValueError: bad export" in failed["exception"]
     with Session(engine) as session:
         assert session.exec(select(tables.RunRecord.outcome)).one() == FAILED

@@ -23,9 +23,9 @@ from service import tables
 from service.daemon import JOB_RETRAIN, JOB_SYNC_RETRY, REASON_IMPORT, REASON_PERIODIC, Daemon
 from service.db import open_database
 from service.jobs import DEFERRED, OK, SKIPPED, Jobs
-from service.logging import configure_logging
 from service.settings import Settings, load_settings
 from service.sinks import playlist_paths
+from tests.conftest import logged
 from tests.crash_harness import synthetic_files
 from tests.fake_spotify import FakeSpotify, Fault
 
@@ -76,18 +76,6 @@ def setup(
     engine = open_database(settings.data_dir)
     yield settings, engine
     engine.dispose()
-
-
-@pytest.fixture
-def logs() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    configure_logging("json", "info", stream=stream)
-    yield stream
-    configure_logging("json", "info")
-
-
-def events(stream: io.StringIO, name: str) -> list[dict[str, Any]]:
-    return [e for e in map(json.loads, stream.getvalue().splitlines()) if e["event"] == name]
 
 
 def test_an_import_schedules_one_debounced_retrain(
@@ -198,7 +186,7 @@ def test_without_spotify_files_only_and_one_log_line(
     first = jobs.publish("weekly", reason="test")
     second = jobs.publish("weekly", reason="test")
     assert first.outcome == second.outcome == OK and first.counts["synced"] == 0
-    assert len(events(logs, "spotify sync is off")) == 1
+    assert len(logged(logs, "spotify sync is off")) == 1
     (written,) = list((settings.data_dir / "playlists").glob("*.json"))
     document = json.loads(written.read_text())
     assert document["tracks"] and all(t["reason"] for t in document["tracks"])
@@ -212,7 +200,7 @@ def test_publish_without_a_model_is_skipped_with_a_hint(tmp_path: Path, logs: io
     finally:
         engine.dispose()
     assert run.outcome == SKIPPED
-    (warning,) = events(logs, "no model yet, so no playlists")
+    (warning,) = logged(logs, "no model yet, so no playlists")
     assert str(settings.export_dir) in warning["hint"]
 
 
@@ -245,5 +233,5 @@ def test_run_once_with_nothing_to_import_fails_clearly(tmp_path: Path, logs: io.
         assert Daemon(settings, engine).run_once(sleep=lambda s: None) == 1
     finally:
         engine.dispose()
-    (error,) = events(logs, "no model, no playlist")
+    (error,) = logged(logs, "no model, no playlist")
     assert str(settings.export_dir) in error["hint"]

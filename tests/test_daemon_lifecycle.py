@@ -33,10 +33,9 @@ def test_one_daemon_per_directory_and_a_clean_exit_on_a_signal(tmp_path: Path, s
             f"songnet is already running on {tmp_path / 'data'} (pid {daemon.pid}, songnet run)"
             in second.stderr
         )
-        started = time.monotonic()
-        daemon.signal(signum)
-        assert daemon.wait(timeout=10) == 0
-        assert time.monotonic() - started < 10
+        code, took = daemon.stop_by_signal(signum, timeout=10)
+        assert code == 0
+        assert took < 10
         assert daemon.named("daemon stopped", clean=True)
     finally:
         daemon.stop()
@@ -74,10 +73,9 @@ def test_sigterm_mid_training_stops_at_a_batch_boundary_and_promotes_nothing(
             assert f"the songnet daemon (pid {daemon.pid}, songnet run)" in refused.stderr, (
                 refused.stderr
             )
-        started = time.monotonic()
-        daemon.signal(signal.SIGTERM)
-        assert daemon.wait(timeout=15) == 0
-        assert time.monotonic() - started < 10
+        code, took = daemon.stop_by_signal(signal.SIGTERM)
+        assert code == 0
+        assert took < 10
     finally:
         daemon.stop()
     assert daemon.named("job finished", job="train", outcome="interrupted")
