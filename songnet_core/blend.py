@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from songnet_core.dataset import BoolArray, EncodedSequence, FloatArray, IntArray
-from songnet_core.metrics import K, Scorer, step_metrics
+from songnet_core.metrics import K, Scorer, step_metrics, target_ranks
 from songnet_core.transitions import TransitionCounts
 
 TOP = 50  # each scorer's list that takes part
@@ -40,6 +40,9 @@ class TopLists:
     names: tuple[str, ...]
     ids: IntArray  # [steps, scorers, TOP]
     targets: IntArray  # [steps], -1 where the target is not a candidate
+    # Each scorer's own protocol rank of the target (`metrics.target_ranks`), from the same
+    # scores: evaluation reads a scorer's figures from here instead of scoring twice.
+    ranks: dict[str, IntArray]
 
 
 def top_lists(
@@ -55,13 +58,16 @@ def top_lists(
     n = len(positions)
     top = min(top, max(1, int(candidates.sum()) - 1))
     ids = np.empty((n, len(names), top), dtype=np.int64)
+    ranks = {name: np.zeros(n, dtype=np.int64) for name in names}
     rows = np.arange(min(chunk, n))
     for a in range(0, n, chunk):
         p = positions[a : a + chunk]
         r = rows[: len(p)]
         current = enc.tracks.cls[p - 1]
         for s, name in enumerate(names):
-            key = scorers[name].scores(p).astype(np.float64)
+            scores = scorers[name].scores(p)
+            ranks[name][a : a + chunk] = target_ranks(scores, enc.tracks.cls[p], current, candidates)
+            key = scores.astype(np.float64)
             key[:, ~candidates] = -np.inf
             key[r[current >= 0], current[current >= 0]] = -np.inf
             # Exactly `top` per row: everything above the top-th value, then the tied ones by
@@ -76,7 +82,7 @@ def top_lists(
     cls = enc.tracks.cls[positions]
     current = enc.tracks.cls[positions - 1]
     ok = (cls >= 0) & candidates[np.maximum(cls, 0)] & (cls != current)
-    return TopLists(names, ids, np.where(ok, cls, -1))
+    return TopLists(names, ids, np.where(ok, cls, -1), ranks)
 
 
 @dataclass(frozen=True)

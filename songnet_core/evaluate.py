@@ -35,7 +35,7 @@ from songnet_core.dataset import (
 )
 from songnet_core.features import compute_track_features, feature_matrix
 from songnet_core.history import Listen
-from songnet_core.metrics import METRICS, Estimate, evaluate_positions, summarise
+from songnet_core.metrics import METRICS, Estimate, Scorer, evaluate_positions, summarise
 from songnet_core.model import LoadedModel
 from songnet_core.train import (
     ModelScorer,
@@ -172,7 +172,7 @@ def evaluate_listens(
     enc = EncodedSequence.build(seq, split.vocab)
     candidates = np.ones(split.vocab.n_classes, dtype=bool)
     sessions = seq.session[split.positions]
-    results: dict[str, dict[str, Estimate]] = {}
+    scorers: dict[str, Scorer] = {}
     model_metrics: dict[str, float] = {}
     if with_model:
         data = TrainingData(seq, split.first_test_session, training_features(listens, split, tz))
@@ -180,20 +180,20 @@ def evaluate_listens(
         assert result.model is not None
         if not np.array_equal(result.model.vocab.track_ids, split.vocab.track_ids):
             raise AssertionError("the model's classes differ from the tracks seen in training")
-        scorer = ModelScorer(result.model.module, enc, result.model.window)
-        ranks = evaluate_positions(scorer, enc, split.positions, candidates)
-        results["model"] = summarise(ranks, sessions, n_boot=n_boot, seed=seed)
+        scorers["model"] = ModelScorer(result.model.module, enc, result.model.window)
         model_metrics = dict(result.metrics)
-    baselines = baseline_scorers(split)
-    for name, baseline in baselines.items():
-        ranks = evaluate_positions(baseline, enc, split.positions, candidates)
-        results[name] = summarise(ranks, sessions, n_boot=n_boot, seed=seed)
+    scorers.update(baseline_scorers(split))
+    weights = None
     if with_model and with_blend and result.validation_model is not None and "val_first_session" in result.metrics:
         weights = fit_blend_on_validation(split, enc, result.validation_model, int(result.metrics["val_first_session"]))
-        if weights is not None:
-            lists = top_lists({"model": scorer, **baselines}, enc, split.positions, candidates)
-            results["blend"] = summarise(fused_ranks(lists, weights), sessions, n_boot=n_boot, seed=seed)
-            model_metrics.update({f"blend_{k}": v for k, v in weights.items()})
+    if weights is not None:
+        # One scoring pass gives every scorer's ranks and the lists the blend fuses.
+        lists = top_lists(scorers, enc, split.positions, candidates)
+        ranks = {**lists.ranks, "blend": fused_ranks(lists, weights)}
+        model_metrics.update({f"blend_{k}": v for k, v in weights.items()})
+    else:
+        ranks = {name: evaluate_positions(sc, enc, split.positions, candidates) for name, sc in scorers.items()}
+    results = {name: summarise(r, sessions, n_boot=n_boot, seed=seed) for name, r in ranks.items()}
     return EvaluationReport(
         test_steps=len(split.positions), test_sessions=seq.n_sessions - split.first_test_session,
         train_sessions=split.first_test_session, results=results, model_metrics=model_metrics,

@@ -74,6 +74,7 @@ def test_one_scorer_alone_ranks_exactly_as_the_protocol_does(seed: int, ties: bo
     expected = target_ranks(table[positions], enc.tracks.cls[positions], enc.tracks.cls[positions - 1], candidates)
     top = lists.ids.shape[2]
     assert top == min(TOP, int(candidates.sum()) - 1)
+    assert lists.ranks["only"].tolist() == expected.tolist()  # the scorer's own ranks, uncut
     expected = np.where(expected <= top, expected, 0)
     assert fused_ranks(lists, {"only": 1.0}).tolist() == expected.tolist()
 
