@@ -34,18 +34,18 @@ def evaluate_export(path: Path, seed: int) -> dict[str, Any]:
     from service.db import open_database
     from service.importer import import_paths
     from service.library import load_listens
-    from songnet_core.evaluate import evaluate_listens
-    from songnet_core.train import TrainConfig
+    from songnet_core.evaluate import evaluate_listens, evaluation_train_config
 
     with tempfile.TemporaryDirectory(prefix="songnet-report-") as tmp:
         engine = open_database(Path(tmp))
         try:
-            import_paths(engine, [path])
+            # SOURCE.json describes the corpus folder; it is not part of the export.
+            import_paths(engine, sorted(p for p in path.iterdir() if p.name != "SOURCE.json"))
             listens = load_listens(engine)
         finally:
             engine.dispose()
     t = time.monotonic()
-    cfg = TrainConfig(seed=seed, time_budget_s=None)  # no wall-clock cut: figures that reproduce
+    cfg = evaluation_train_config(seed=seed)
     report = evaluate_listens(listens, train_config=cfg, tz="UTC", seed=seed)
     out = report.to_json()
     out["seconds"] = round(time.monotonic() - t, 1)

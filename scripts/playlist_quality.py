@@ -63,17 +63,22 @@ def measure_export(name: str, samplings: list[str], epochs: int | None, seed: in
     from service.playlists import ModelScorer
     from songnet_core.blend import BlendedNextTrack
     from songnet_core.dataset import EncodedSequence, build_sequence
-    from songnet_core.evaluate import fit_blend_on_validation, protocol_split, training_features
+    from songnet_core.evaluate import (
+        evaluation_train_config,
+        fit_blend_on_validation,
+        protocol_split,
+        training_features,
+    )
     from songnet_core.generate import GenerationContext, MarkovScorer, PlaylistRules, Sampling
     from songnet_core.playlist_quality import score_session, summarise_scores
-    from songnet_core.train import TrainConfig, TrainingData, train
+    from songnet_core.train import TrainingData, train
     from songnet_core.transitions import TransitionCounts
 
     started = time.monotonic()
     listens, tracks = load_export(CORPUS / name)
     seq = build_sequence(listens, tz="UTC")
     split = protocol_split(seq)
-    cfg = TrainConfig(seed=seed, time_budget_s=None, **({} if epochs is None else {"max_epochs": epochs}))
+    cfg = evaluation_train_config(seed=seed, **({} if epochs is None else {"max_epochs": epochs}))
     result = train(cfg, TrainingData(seq, split.first_test_session, training_features(listens, split, "UTC")))
     assert result.model is not None
     train_s = time.monotonic() - started

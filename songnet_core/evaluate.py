@@ -61,6 +61,12 @@ class ProtocolSplit:
         return self.seq.session_bounds(self.first_test_session - 1)[1]
 
 
+def evaluation_train_config(**overrides: Any) -> TrainConfig:
+    """`TrainConfig`'s defaults without the wall-clock budget: figures that reproduce on any
+    machine, however fast."""
+    return TrainConfig(**{"time_budget_s": None, **overrides})
+
+
 def protocol_split(
     seq: ListeningSequence, *, test_share: float = TEST_SHARE, min_count: int = 2, validation_share: float | None = None
 ) -> ProtocolSplit:
@@ -163,7 +169,7 @@ def evaluate_listens(
 
     `on_validation`: the same on the validation split inside the training part (test unseen),
     for choosing hyper-parameters."""
-    cfg = train_config or TrainConfig(time_budget_s=None)
+    cfg = train_config or evaluation_train_config()
     split = protocol_split(
         build_sequence(listens, tz=tz), min_count=cfg.min_count,
         validation_share=cfg.val_share if on_validation else None,
@@ -200,4 +206,7 @@ def evaluate_listens(
     )  # fmt: skip
 
 
-__all__ = ["METRICS", "EvaluationReport", "ProtocolSplit", "evaluate_listens", "fit_blend_on_validation", "protocol_split"]
+__all__ = [
+    "METRICS", "EvaluationReport", "ProtocolSplit", "evaluate_listens", "evaluation_train_config", "fit_blend_on_validation",
+    "protocol_split",
+]  # fmt: skip

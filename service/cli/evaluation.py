@@ -74,8 +74,7 @@ def evaluate(
     from service.db import open_database
     from service.importer import import_paths
     from service.library import load_listens
-    from songnet_core.evaluate import evaluate_listens
-    from songnet_core.train import TrainConfig
+    from songnet_core.evaluate import evaluate_listens, evaluation_train_config
 
     s = settings(ctx)
     tz = s.timezone or "UTC"
@@ -96,7 +95,7 @@ def evaluate(
         err_console.print("no music plays found in the given paths", markup=False)
         log.error("eval: nothing to evaluate; pass Spotify export folders, files or zips", paths=[str(p) for p in paths])
         raise typer.Exit(1)
-    cfg = TrainConfig(seed=seed, time_budget_s=None)  # no wall-clock cut: figures that reproduce
+    cfg = evaluation_train_config(seed=seed)
     if epochs is not None:
         cfg = replace(cfg, max_epochs=epochs)
     columns = (
