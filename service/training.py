@@ -122,6 +122,14 @@ def train_and_maybe_promote(
         log.warning("training stopped before it finished; nothing stored, the promoted model stays")
         return TrainOutcome(stopped=True, plays=len(listens), reason="stopped")
     new = result.model
+    if result.metrics.get("budget_stopped"):
+        log.warning(
+            "training cut short by its time budget",
+            epochs=len(result.history),
+            budget_seconds=cfg.time_budget_s,
+            refit=bool(result.metrics.get("refit")),
+            hint="the model is still used; raise SONGNET_TRAIN_TIME_BUDGET_SECONDS to train longer",
+        )
     # The model before its refit on the validation sessions: what is compared.
     new_val = result.validation_model or new
     refitted = new_val is not new

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,6 +77,7 @@ from service.settings import load_settings  # noqa: E402
 from service.training import TrainingError, train_and_maybe_promote  # noqa: E402
 from songnet_core.synthetic import SyntheticConfig, generate_plays  # noqa: E402
 from songnet_core.train import TrainConfig  # noqa: E402
+from tests.conftest import logged  # noqa: E402
 from tests.library_rows import store_plays  # noqa: E402
 
 TINY = TrainConfig(dim=16, hidden=32, window=64, batch_size=16, max_epochs=2, patience=1, threads=1, seed=0, refit=False)
@@ -160,4 +162,19 @@ def test_refitted_models_are_compared_as_they_were_before_their_refit(trained_li
     third = train_and_maybe_promote(engine, s, config=refit)
     assert third.promoted and third.compared_steps > 30
     assert third.current_hr10 == pytest.approx(third.new_hr10_same_steps)
+    engine.dispose()
+
+
+def test_a_training_cut_short_by_its_budget_says_so_and_how_to_train_longer(
+    trained_library: Path, tmp_path: Path, logs: io.StringIO
+) -> None:
+    engine = copy_library(trained_library, tmp_path)
+    s = load_settings(data_dir=tmp_path, timezone="Europe/Berlin")
+    # A budget spent at once: the fit ends after its first epoch of two.
+    outcome = train_and_maybe_promote(engine, s, config=dataclasses.replace(TINY, time_budget_s=1e-9))
+    assert not outcome.stopped and outcome.epochs == 1
+    assert outcome.metrics["budget_stopped"] == 1.0
+    (warning,) = logged(logs, "training cut short by its time budget")
+    assert warning["epochs"] == 1 and warning["refit"] is False
+    assert "SONGNET_TRAIN_TIME_BUDGET_SECONDS" in warning["hint"]
     engine.dispose()
