@@ -23,3 +23,34 @@ def test_core_imports_no_edge_modules() -> None:
                 if name.split(".")[0] in FORBIDDEN:
                     offenders.append(f"{path.relative_to(REPO)}:{node.lineno} imports {name}")
     assert offenders == []
+
+
+def _top_level_imports(folder: str) -> set[str]:
+    found: set[str] = set()
+    for path in sorted((REPO / folder).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                found.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module.split(".")[0])
+    return found
+
+
+def test_runtime_dependencies_are_the_ones_imported() -> None:
+    import re
+    import sys
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    declared = {
+        re.split(r"[<>=!~ \[;]", spec, maxsplit=1)[0].lower().replace("-", "_")
+        for spec in project["dependencies"]
+    }
+    imported = _top_level_imports("songnet_core") | _top_level_imports("service")
+    third_party = {
+        name.lower()
+        for name in imported
+        if name not in sys.stdlib_module_names and name not in {"songnet_core", "service"}
+    }
+    assert sorted(third_party - declared) == [], "imported but not declared in pyproject.toml"
+    assert sorted(declared - third_party) == [], "declared in pyproject.toml but never imported"
