@@ -7,11 +7,19 @@ creates a fresh schema, or upgrades an older one step by step after copying the 
 Upgrades are plain ordered functions (`_UPGRADES[n]` takes version n to n+1) rather than an
 Alembic environment: the schema belongs to one embedded application and ships inside the
 wheel, so one file with the steps is the whole migration story.
+
+Crash safety. Creation, and an upgrade with all its steps, are each ONE SQLite transaction
+together with the version stamp (SQLite's DDL is transactional): a kill at any moment leaves
+either the old state or the new one, never tables without a version. A database that holds
+songnet's tables, all empty, and no version (what an interrupted creation of older songnets
+left behind) is recognised as such and created again; one that holds any row is never touched.
 """
 
 from __future__ import annotations
 
 import fcntl
+import os
+import signal
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, Engine, event, text
+from sqlalchemy import Connection, Engine, event, insert, text
+from sqlalchemy.pool import NullPool
 from sqlmodel import Session, SQLModel, create_engine
 
 from service import tables
@@ -33,6 +42,16 @@ DB_FILENAME = "songnet.db"
 _UPGRADES: dict[int, Callable[[Connection], None]] = {
     # 1: lambda conn: conn.execute(text("ALTER TABLE ... ADD COLUMN ...")),
 }
+
+
+# The crash tests name a step of creation or upgrade here (e.g. "create:tables"); a process that
+# reaches that step kills itself with SIGKILL, as `kill -9` at that moment would.
+CRASH_AT_ENV = "SONGNET_TEST_DB_CRASH_AT"
+
+
+def _checkpoint(step: str) -> None:
+    if os.environ.get(CRASH_AT_ENV) == step:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class DatabaseError(Exception):
@@ -96,7 +115,6 @@ def open_database(data_dir: Path) -> Engine:
 
 def _open_locked(data_dir: Path) -> Engine:
     path = database_path(data_dir)
-    existed = path.exists()
     engine = make_engine(path)
     try:
         with engine.begin() as conn:
@@ -106,38 +124,123 @@ def _open_locked(data_dir: Path) -> Engine:
         raise DatabaseError(
             f"{path} is not a usable songnet database ({exc}); move it aside or restore a backup"
         ) from exc
-    if version is None:
-        if existed and _has_user_tables(engine):
-            engine.dispose()
-            raise DatabaseError(f"{path} holds tables but no songnet schema version; refusing to touch it")
-        SQLModel.metadata.create_all(engine)
-        with Session(engine) as session:
-            session.add(tables.SchemaInfo(id=1, version=SCHEMA_VERSION))
-            session.commit()
-        log.info("database created", path=str(path), schema_version=SCHEMA_VERSION)
-        return engine
-    if version > SCHEMA_VERSION:
+    try:
+        if version is None:
+            _create(path)
+        elif version > SCHEMA_VERSION:
+            raise DatabaseError(
+                f"{path} has schema version {version}, newer than this songnet ({SCHEMA_VERSION}); "
+                "upgrade songnet or restore a backup"
+            )
+        elif version < SCHEMA_VERSION:
+            _upgrade(path, version)
+    except BaseException:
         engine.dispose()
-        raise DatabaseError(
-            f"{path} has schema version {version}, newer than this songnet ({SCHEMA_VERSION}); "
-            "upgrade songnet or restore a backup"
-        )
-    if version < SCHEMA_VERSION:
-        backup = path.with_name(f"{path.name}.v{version}.bak")
-        backup_database(path, backup)
-        log.info("database upgrade", path=str(path), from_version=version, to_version=SCHEMA_VERSION, backup=str(backup))
-        with engine.begin() as conn:
-            for v in range(version, SCHEMA_VERSION):
-                _UPGRADES[v](conn)
-            conn.execute(text("UPDATE schema_info SET version = :v WHERE id = 1"), {"v": SCHEMA_VERSION})
-        # Tables added since `version` are created empty.
-        SQLModel.metadata.create_all(engine)
+        raise
     return engine
 
 
-def _has_user_tables(engine: Engine) -> bool:
-    with engine.connect() as conn:
-        return conn.execute(text("SELECT 1 FROM sqlite_master WHERE type='table'")).first() is not None
+@contextmanager
+def _schema_transaction(path: Path) -> Iterator[Connection]:
+    """One transaction that DDL takes part in. Python's sqlite3 begins a transaction only
+    before INSERT/UPDATE/DELETE, so each CREATE TABLE would commit on its own: this connection
+    runs the driver in autocommit mode and begins explicitly (SQLAlchemy's documented
+    workaround for pysqlite), so that the schema and its version stamp commit together."""
+    engine = create_engine(f"sqlite:///{path}", poolclass=NullPool)
+
+    def connect(dbapi_conn: sqlite3.Connection, record: Any) -> None:
+        _on_connect(dbapi_conn, record)
+        dbapi_conn.isolation_level = None
+
+    def begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    event.listen(engine, "connect", connect)
+    event.listen(engine, "begin", begin)
+    try:
+        with engine.begin() as conn:
+            yield conn
+    finally:
+        engine.dispose()
+
+
+def _create(path: Path) -> None:
+    with _schema_transaction(path) as conn:
+        _checkpoint("create:begun")
+        leftovers = _interrupted_creation(conn, path)
+        for table in reversed(SQLModel.metadata.sorted_tables):
+            if table.name in leftovers:
+                table.drop(conn)
+        SQLModel.metadata.create_all(conn)
+        _checkpoint("create:tables")
+        conn.execute(insert(tables.SchemaInfo).values(id=1, version=SCHEMA_VERSION))
+        _checkpoint("create:stamped")
+    _checkpoint("create:committed")
+    if leftovers:
+        log.warning(
+            "database creation was interrupted before; created again",
+            path=str(path),
+            empty_tables_dropped=len(leftovers),
+        )
+    log.info("database created", path=str(path), schema_version=SCHEMA_VERSION)
+
+
+def _interrupted_creation(conn: Connection, path: Path) -> set[str]:
+    """The tables an interrupted creation left (songnet's own, every one empty), to be made
+    again; `DatabaseError` if the file holds anything else or any row."""
+    names = {
+        str(name)
+        for (name,) in conn.execute(
+            text("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'")
+        )
+    }
+    foreign = names - set(SQLModel.metadata.tables)
+    if foreign:
+        raise DatabaseError(
+            f"{path} holds tables but no songnet schema version ({', '.join(sorted(foreign))} "
+            "are not songnet's); refusing to touch it: is the data directory right?"
+        )
+    with_rows = sorted(
+        name
+        for name in names
+        if conn.execute(text(f'SELECT 1 FROM "{name}" LIMIT 1')).first() is not None
+    )
+    if with_rows:
+        raise DatabaseError(
+            f"{path} holds tables but no songnet schema version, and rows in "
+            f"{', '.join(with_rows)}; refusing to touch it: restore a backup (songnet backup) "
+            "or move the file aside to start afresh"
+        )
+    return names
+
+
+def _upgrade(path: Path, version: int) -> None:
+    backup = path.with_name(f"{path.name}.v{version}.bak")
+    # Written aside and renamed: a kill during the copy leaves no half backup under its name.
+    partial = backup.with_name(f".{backup.name}.partial")
+    partial.unlink(missing_ok=True)
+    backup_database(path, partial)
+    partial.replace(backup)
+    _checkpoint("upgrade:backup")
+    log.info(
+        "database upgrade",
+        path=str(path),
+        from_version=version,
+        to_version=SCHEMA_VERSION,
+        backup=str(backup),
+    )
+    with _schema_transaction(path) as conn:
+        for v in range(version, SCHEMA_VERSION):
+            _UPGRADES[v](conn)
+            _checkpoint(f"upgrade:step-{v}")
+        # Tables added since `version` are created empty.
+        SQLModel.metadata.create_all(conn)
+        _checkpoint("upgrade:tables")
+        conn.execute(
+            text("UPDATE schema_info SET version = :v WHERE id = 1"), {"v": SCHEMA_VERSION}
+        )
+        _checkpoint("upgrade:stamped")
+    _checkpoint("upgrade:committed")
 
 
 @contextmanager
