@@ -245,7 +245,7 @@ class _Importer:
                 None,
             )
         try:
-            parsed = parse_export(data, source.name)
+            parsed = parse_export(data, source.name, now=self.clock())
         except ExportError as exc:
             return self._fail(sha, label, len(data), str(exc))
         del data

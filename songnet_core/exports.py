@@ -15,6 +15,10 @@ Parsing keeps only what songnet stores. Identifying fields (IP address, user age
 location) are never copied out of a record. Non-music records are counted by reason
 (`SKIP_REASONS`) so every record of a file is accounted for.
 
+A play that cannot be real is skipped too, so that it never distorts recent seeds, the time
+split or the features: one that ended before 2006 (Spotify did not exist) or more than a day
+after the import (`now`, given by the caller), or that lasted less than nothing or over 24 h.
+
 For speed (500k plays) a parsed file holds its plays as plain tuples in `Play`'s field order
 (`ParsedExport.rows`); `ParsedExport.plays()` builds `Play` values from them when wanted.
 """
@@ -33,14 +37,30 @@ from typing import Any, Literal
 
 from songnet_core.history import Play, Source
 
-SkipReason = Literal["episode", "video", "audiobook", "no_track", "invalid_record"]
+SkipReason = Literal[
+    "episode",
+    "video",
+    "audiobook",
+    "no_track",
+    "invalid_record",
+    "implausible_time",
+    "implausible_duration",
+]
 SKIP_REASONS: tuple[SkipReason, ...] = (
     "episode",
     "video",
     "audiobook",
     "no_track",
     "invalid_record",
+    "implausible_time",
+    "implausible_duration",
 )
+
+# The plausible plays: ended from 2006-01-01 UTC (Spotify's founding) until a day after the
+# import (clocks and time zones differ; nothing is played further ahead), lasting 0 to 24 h.
+EARLIEST_PLAY_TS = 1_136_073_600
+FUTURE_TOLERANCE_S = 24 * 3600
+MAX_PLAY_MS = 24 * 3600 * 1000
 
 # One play in `Play`'s field order: end_ts, ms_played, artist, title, source, album, uri,
 # skipped, reason_start, reason_end, shuffle.
@@ -111,8 +131,9 @@ class NotHistory:
 # --- parsing ---------------------------------------------------------------------------------
 
 
-def parse_export(data: bytes | bytearray, name: str) -> ParsedExport | NotHistory:
-    """Parse one file's bytes; `name` is its base name (it decides only video and empty files).
+def parse_export(data: bytes | bytearray, name: str, *, now: float) -> ParsedExport | NotHistory:
+    """Parse one file's bytes; `name` is its base name (it decides only video and empty files),
+    `now` the import's time (Unix seconds): plays that end over a day later are implausible.
 
     Raises `ExportError` for bytes that are not a streaming history nor a known companion file.
     """
@@ -144,10 +165,10 @@ def parse_export(data: bytes | bytearray, name: str) -> ParsedExport | NotHistor
         ) from None
     except RecursionError:
         raise ExportError("invalid JSON: nested too deeply to be an export") from None
-    return parse_document(doc, name)
+    return parse_document(doc, name, now=now)
 
 
-def parse_document(doc: Any, name: str) -> ParsedExport | NotHistory:
+def parse_document(doc: Any, name: str, *, now: float) -> ParsedExport | NotHistory:
     """Recognise and parse an already decoded JSON document (see `parse_export`)."""
     companion = _COMPANION_NAME.match(name) is not None
     if not isinstance(doc, list):
@@ -169,9 +190,10 @@ def parse_document(doc: Any, name: str) -> ParsedExport | NotHistory:
             return NotHistory(f"not listening history ({_describe(doc)})")
         else:
             raise ExportError(f"not a Spotify streaming history: the JSON is {_describe(doc)}")
+    latest = int(now) + FUTURE_TOLERANCE_S
     if fmt == "account":
-        return _parse_account(doc)
-    return _parse_extended(doc, video=_VIDEO_NAME.match(name) is not None)
+        return _parse_account(doc, latest)
+    return _parse_extended(doc, latest, video=_VIDEO_NAME.match(name) is not None)
 
 
 def _format_from_name(name: str) -> Source | None:
@@ -231,7 +253,14 @@ def _flag(value: Any) -> bool | None:
     return None
 
 
-def _parse_extended(records: list[Any], *, video: bool) -> ParsedExport:
+def _implausible(end_ts: int, latest: int) -> SkipReason:
+    """Why a play outside the plausible ones (see `EARLIEST_PLAY_TS`) cannot be real."""
+    return (
+        "implausible_time" if not EARLIEST_PLAY_TS <= end_ts <= latest else "implausible_duration"
+    )
+
+
+def _parse_extended(records: list[Any], latest: int, *, video: bool) -> ParsedExport:
     rows: list[PlayFields] = []
     skipped = dict.fromkeys(SKIP_REASONS, 0)
     if video:
@@ -244,13 +273,17 @@ def _parse_extended(records: list[Any], *, video: bool) -> ParsedExport:
         try:
             ms = rec["ms_played"]
             moment = fromiso(rec["ts"])
-            if type(ms) is not int or ms < 0:
+            if type(ms) is not int:
                 raise ValueError(ms)
-        except (KeyError, TypeError, ValueError, AttributeError):
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+            end_ts = int(moment.timestamp())
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
             skipped["invalid_record"] += 1
             continue
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
+        if not (EARLIEST_PLAY_TS <= end_ts <= latest and 0 <= ms <= MAX_PLAY_MS):
+            skipped[_implausible(end_ts, latest)] += 1
+            continue
         title = rec.get("master_metadata_track_name")
         if not title:
             if rec.get("episode_name") or rec.get("spotify_episode_uri"):
@@ -273,7 +306,7 @@ def _parse_extended(records: list[Any], *, video: bool) -> ParsedExport:
         start = rec.get("reason_start")
         end = rec.get("reason_end")
         append((
-            int(moment.timestamp()),
+            end_ts,
             ms,
             artist,
             title,
@@ -288,7 +321,7 @@ def _parse_extended(records: list[Any], *, video: bool) -> ParsedExport:
     return ParsedExport("extended", len(records), rows, _nonzero(skipped))
 
 
-def _parse_account(records: list[Any]) -> ParsedExport:
+def _parse_account(records: list[Any], latest: int) -> ParsedExport:
     rows: list[PlayFields] = []
     skipped = dict.fromkeys(SKIP_REASONS, 0)
     append = rows.append
@@ -296,10 +329,13 @@ def _parse_account(records: list[Any]) -> ParsedExport:
         try:
             ms = rec["msPlayed"]
             end_ts = _utc_ts(rec["endTime"])
-            if type(ms) is not int or ms < 0:
+            if type(ms) is not int:
                 raise ValueError(ms)
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
             skipped["invalid_record"] += 1
+            continue
+        if not (EARLIEST_PLAY_TS <= end_ts <= latest and 0 <= ms <= MAX_PLAY_MS):
+            skipped[_implausible(end_ts, latest)] += 1
             continue
         artist = rec.get("artistName")
         title = rec.get("trackName")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
 
 from songnet_core.exports import (
+    EARLIEST_PLAY_TS,
     ExportError,
     ExportFile,
     NotHistory,
@@ -24,10 +26,11 @@ from tests import export_records as rec
 from tests.conftest import CORPUS_NAMES, corpus_source
 
 T0 = 1_700_000_000  # 2023-11-14T22:13:20Z
+NOW = 1_800_000_000  # 2027-01-15: the import's time, later than every play below
 
 
 def parsed(records: object, name: str = "data.json") -> ParsedExport:
-    result = parse_export(rec.dumps(records), name)
+    result = parse_export(rec.dumps(records), name, now=NOW)
     assert isinstance(result, ParsedExport)
     return result
 
@@ -119,7 +122,13 @@ def test_non_music_records_are_counted_by_reason() -> None:
     result = parsed(records, "Streaming_History_Audio_2023.json")
     assert result.records == len(records)
     assert [p.title for p in result.plays()] == ["Song", "Song 2"]
-    assert result.skipped == {"episode": 1, "audiobook": 1, "no_track": 3, "invalid_record": 6}
+    assert result.skipped == {
+        "episode": 1,
+        "audiobook": 1,
+        "no_track": 3,
+        "invalid_record": 5,
+        "implausible_duration": 1,
+    }
     assert result.records == len(result.rows) + sum(result.skipped.values())
 
 
@@ -156,6 +165,47 @@ def test_account_unknown_tracks_podcasts_and_bad_records() -> None:
     assert result.skipped == {"no_track": 2, "episode": 1, "invalid_record": 3}
 
 
+@pytest.mark.parametrize(
+    ("end_ts", "ms", "reason"),
+    [
+        (EARLIEST_PLAY_TS - 60, 200_000, "implausible_time"),  # 2005: before Spotify
+        (NOW + 24 * 3600 + 60, 200_000, "implausible_time"),  # over a day after the import
+        (NOW - 3600, -1, "implausible_duration"),
+        (NOW - 3600, 24 * 3600 * 1000 + 1, "implausible_duration"),
+    ],
+)
+def test_implausible_plays_are_skipped_with_their_reason(end_ts: int, ms: int, reason: str) -> None:
+    for make, name in (
+        (rec.extended, "Streaming_History_Audio_2024.json"),
+        (rec.account, "StreamingHistory0.json"),
+    ):
+        records = [
+            make(T0, "A", "Good"),
+            make(end_ts, "A", "Bad", ms),
+            make(T0 + 600, "A", "Good 2"),
+        ]
+        result = parsed(records, name)
+        assert [p.title for p in result.plays()] == ["Good", "Good 2"], name
+        assert result.skipped == {reason: 1}, name
+        assert result.records == len(result.rows) + sum(result.skipped.values())
+
+
+def test_the_edges_of_the_plausible_are_plays() -> None:
+    # The first second of 2006, a day after the import, no time at all and a whole day.
+    edges = [(EARLIEST_PLAY_TS, 0), (NOW + 24 * 3600, 24 * 3600 * 1000)]
+    records = [rec.extended(ts, "A", f"Song {i}", ms) for i, (ts, ms) in enumerate(edges)]
+    result = parsed(records, "Streaming_History_Audio_2024.json")
+    assert [(p.end_ts, p.ms_played) for p in result.plays()] == edges
+    assert result.skipped == {}
+
+
+def test_the_year_2999_is_in_the_future_of_any_import() -> None:
+    record = {"endTime": "2999-01-01 00:00", "artistName": "A", "trackName": "B", "msPlayed": 10}
+    result = parsed([record, rec.account(T0, "A", "B")], "StreamingHistory0.json")
+    assert result.skipped == {"implausible_time": 1}
+    assert len(result.rows) == 1
+
+
 def test_account_podcast_history_is_all_episodes() -> None:
     records = [
         {"endTime": "2024-01-02 22:05", "podcastName": "S", "episodeName": f"E{i}", "msPlayed": 10}
@@ -167,7 +217,9 @@ def test_account_podcast_history_is_all_episodes() -> None:
 
 def test_utf8_bom_is_accepted() -> None:
     result = parse_export(
-        b"\xef\xbb\xbf" + rec.dumps([rec.account(T0, "A", "B")]), "StreamingHistory0.json"
+        b"\xef\xbb\xbf" + rec.dumps([rec.account(T0, "A", "B")]),
+        "StreamingHistory0.json",
+        now=NOW,
     )
     assert isinstance(result, ParsedExport) and len(result.rows) == 1
 
@@ -176,7 +228,7 @@ def test_empty_history_lists_are_recognised_by_name() -> None:
     assert parsed([], "StreamingHistory_music_3.json").format == "account"
     assert parsed([], "Streaming_History_Audio_2024_2.json").format == "extended"
     with pytest.raises(ExportError, match="empty JSON list"):
-        parse_export(b"[]", "notes.json")
+        parse_export(b"[]", "notes.json", now=NOW)
 
 
 @pytest.mark.parametrize(
@@ -190,7 +242,7 @@ def test_empty_history_lists_are_recognised_by_name() -> None:
     ],
 )
 def test_companion_files_of_an_export_are_not_history(name: str, doc: object) -> None:
-    result = parse_export(rec.dumps(doc), name)
+    result = parse_export(rec.dumps(doc), name, now=NOW)
     assert isinstance(result, NotHistory)
     assert "not listening history" in result.reason
 
@@ -211,7 +263,7 @@ def test_companion_files_of_an_export_are_not_history(name: str, doc: object) ->
 )
 def test_bad_input_gives_one_clear_error(data: bytes, message: str) -> None:
     with pytest.raises(ExportError, match=message):
-        parse_export(data, "something.json")
+        parse_export(data, "something.json", now=NOW)
 
 
 # --- finding and reading sources ------------------------------------------------------------
@@ -347,7 +399,7 @@ def test_every_corpus_record_is_accounted_for(name: str) -> None:
     counts = corpus_source(name)
     folder = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / name
     for file, records in counts.items():
-        result = parse_export((folder / file).read_bytes(), file)
+        result = parse_export((folder / file).read_bytes(), file, now=time.time())
         assert isinstance(result, ParsedExport), file
         assert result.format == name.split("-")[0]
         assert result.records == records

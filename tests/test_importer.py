@@ -99,6 +99,33 @@ def test_extended_file_is_stored_with_tracks_artists_and_aliases(
     ]
 
 
+def test_plays_that_cannot_be_real_are_skipped_and_the_rest_of_the_file_imported(
+    engine: Engine, tmp_path: Path
+) -> None:
+    now = T0 + 3600  # the import's clock: a play half a day later is kept, two days later not
+    records = [
+        rec.account(T0, "Artist One", "First Song"),
+        {"endTime": "2999-01-01 00:00", "artistName": "Band", "trackName": "Tune", "msPlayed": 10},
+        rec.account(now + 12 * 3600, "Artist One", "Second Song"),
+        rec.account(now + 48 * 3600, "Band", "Tune"),
+        {"endTime": "2005-12-31 23:59", "artistName": "Band", "trackName": "Tune", "msPlayed": 10},
+        rec.account(T0 + 600, "Band", "Tune", ms=25 * 3600 * 1000),
+        rec.account(T0 + 900, "Beyoncé", "Halo"),
+    ]
+    path = rec.write(tmp_path / "StreamingHistory_music_0.json", records)
+    result = only(import_paths(engine, [path], clock=lambda: now))
+    skipped = {"implausible_time": 3, "implausible_duration": 1}
+    assert result == FileResult(str(path), "account", 7, 3, 0, skipped, "imported", None)
+    assert query(
+        engine, "SELECT t.title FROM play p JOIN track t ON t.id = p.track_id ORDER BY p.end_ts"
+    ) == [
+        ("First Song",),
+        ("Halo",),
+        ("Second Song",),
+    ]
+    assert query(engine, "SELECT skipped_json FROM imported_file") == [(json.dumps(skipped),)]
+
+
 def test_importing_the_same_content_again_changes_nothing(engine: Engine, tmp_path: Path) -> None:
     path = rec.write(
         tmp_path / "Streaming_History_Audio_2023.json",
