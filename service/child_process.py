@@ -153,21 +153,22 @@ def _result(code: int, out: bytes, *, what: str, memory_mb: int | None, stopping
     if stopping:
         raise ChildJobStoppedError(f"the {what} was stopped")
     if code < 0:
-        name = (
-            signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
-        )
+        signum = -code
+        known = signum in signal.Signals._value2member_map_
+        name = signal.Signals(signum).name if known else str(signum)
+        crash_signals = (signal.SIGKILL, signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS)
         limit = (
             f"; SONGNET_TRAIN_MEMORY_MB={memory_mb} may be too low"
-            if memory_mb is not None
-            and -code in (signal.SIGKILL, signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS)
+            if memory_mb is not None and signum in crash_signals
             else ""
         )
-        cause = (
-            " (the kernel's OOM killer, when memory runs out, or kill -9)"
-            if -code == signal.SIGKILL
-            else ""
-        )
-        raise ChildJobError(f"the {what} process was killed by {name}{cause}{limit}", killed=True)
+        if signum == signal.SIGKILL:
+            happened = (
+                "was killed by SIGKILL (the kernel's OOM killer when memory runs out, or kill -9)"
+            )
+        else:
+            happened = f"crashed (signal {name})"
+        raise ChildJobError(f"the {what} process {happened}{limit}", killed=True)
     raise ChildJobError(
         f"the {what} process exited with status {code} without a result; see the lines above"
     )
@@ -232,7 +233,7 @@ def child_main(task: str) -> int:
         document = {
             "error": {
                 "type": type(exc).__name__,
-                "message": str(exc),
+                "message": str(exc) or type(exc).__name__,
                 "over_memory": _is_out_of_memory(exc),
             }
         }
