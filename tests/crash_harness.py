@@ -55,9 +55,9 @@ CHILD_PHASES = {"train-child": "train", "generate-child": "generate"}
 WINDOWS = {
     "import": 0.4,
     "train": 8.0,
-    "train-child": 8.0,
+    "train-child": 4.0,
     "generate": 5.0,
-    "generate-child": 5.0,
+    "generate-child": 3.0,
     "sync": 0.2,
 }
 
@@ -197,7 +197,9 @@ class CrashRig:
                     self.seen[phase].append((_when(event) - start.pop(phase)).total_seconds())
         for phase, lengths in self.seen.items():
             if lengths:
-                self.windows[phase] = 1.2 * statistics.median(lengths[-5:])
+                # A child kill should find the child at work: a kill after it is no test.
+                factor = 0.8 if phase in CHILD_PHASES else 1.2
+                self.windows[phase] = factor * statistics.median(lengths[-5:])
 
     def run_round(self, round_no: int, phases: tuple[str, ...] = PHASES) -> list[Kill]:
         """Kills in `phases` of round `round_no`: a training phase is left out when an earlier
