@@ -31,6 +31,7 @@ from tests.daemon_process import (
     child_pids,
     is_alive,
     maps_torch,
+    run_songnet,
     songnet_env,
     wait_gone,
 )
@@ -121,6 +122,11 @@ def test_a_killed_training_child_leaves_the_daemon_running_and_the_model_unchang
         assert daemon.proc.poll() is None
         assert models(tmp_path / "data") == before
         assert not maps_torch(daemon.pid)
+        status = run_songnet(["status"], env)
+        assert status.returncode == 0, status.stderr
+        said = " ".join(status.stderr.split())  # rich wraps long lines
+        assert "last training failed at" in said and "killed by SIGKILL" in said
+        assert "the model above stays in use" in said
         code, took = daemon.stop_by_signal(signal.SIGTERM)
         assert code == 0 and took < 10
     finally:
