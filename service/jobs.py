@@ -9,6 +9,9 @@ in `run_record` without an outcome, which is how the daemon knows to do it again
 The daemon (`daemon.py`) decides when each step runs; `songnet run --once` runs them in
 order. Both pass the same stop event: a step checks it between files, at training batch
 boundaries and between playlists, so SIGTERM never waits for a whole step.
+
+Training and generation run in a child process (`service/child_tasks.py`), so the daemon
+never loads torch; the stop request is passed on to the child as SIGTERM.
 """
 
 from __future__ import annotations
