@@ -203,15 +203,19 @@ class CrashRig:
 
     def run_round(self, round_no: int, phases: tuple[str, ...] = PHASES) -> list[Kill]:
         """Kills in `phases` of round `round_no`: a training phase is left out when an earlier
-        kill came after its training had finished (no plays left to train on)."""
+        kill came after its training had finished (every file imported, every play trained on)."""
         self.drop(self.files[round_no])
         kills = []
         for phase in phases:
-            if CHILD_PHASES.get(phase, phase) == "train" and untrained_plays(self.data_dir) == 0:
+            if CHILD_PHASES.get(phase, phase) == "train" and self._nothing_to_train():
                 continue
             kills.append(self.kill_during(phase, round_no))
             self.check(after=f"kill in {phase}, round {round_no}")
         return kills
+
+    def _nothing_to_train(self) -> bool:
+        dropped = {p.name for p in self.export_dir.glob("*.json")}
+        return untrained_plays(self.data_dir) == 0 and dropped <= set(imported_files(self.data_dir))
 
     # -- checks -----------------------------------------------------------------------------
 
