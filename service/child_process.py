@@ -97,6 +97,8 @@ def run_in_child(
     if task not in TASKS:
         raise ValueError(f"unknown child task {task!r}")
     what = what or task
+    if stop.is_set():
+        raise ChildJobStoppedError(f"the {what} was not started: stop requested")
     message = json.dumps(
         {
             "settings": settings_payload(settings),
