@@ -31,8 +31,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.crash_harness import PHASES, CrashRig, synthetic_files
+from tests.crash_harness import PHASES, CrashRig, Kill, synthetic_files
 from tests.fake_spotify import FakeSpotify, Fault
+
+
+def report(number: int, kill: Kill) -> None:
+    """One kill, printed once every check after it passed."""
+    where = "inside the phase" if kill.inside else "after it ended"
+    print(
+        f"kill {number:3d}: round {kill.round:2d} {kill.phase:14s} +{kill.delay:.3f} s, "
+        f"{where}; checks passed",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -63,12 +73,11 @@ def main() -> None:
                 left = args.kills - len(rig.kills)
                 if left <= 0:
                     break
-                for kill in rig.run_round(round_no, PHASES[: min(left, len(PHASES))]):
-                    where = "inside the phase" if kill.inside else "after it ended"
-                    print(
-                        f"kill: round {kill.round:2d} {kill.phase:14s} +{kill.delay:.3f} s, {where}",
-                        flush=True,
-                    )
+                rig.run_round(
+                    round_no,
+                    PHASES[: min(left, len(PHASES))],
+                    on_kill=lambda kill: report(len(rig.kills), kill),
+                )
             rig.finish()
         by_phase: dict[str, list[float]] = defaultdict(list)
         for kill in rig.kills:

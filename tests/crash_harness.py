@@ -35,6 +35,7 @@ import sqlite3
 import statistics
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -201,7 +202,12 @@ class CrashRig:
                 factor = 0.8 if phase in CHILD_PHASES else 1.2
                 self.windows[phase] = factor * statistics.median(lengths[-5:])
 
-    def run_round(self, round_no: int, phases: tuple[str, ...] = PHASES) -> list[Kill]:
+    def run_round(
+        self,
+        round_no: int,
+        phases: tuple[str, ...] = PHASES,
+        on_kill: Callable[[Kill], None] | None = None,
+    ) -> list[Kill]:
         """Kills in `phases` of round `round_no`: a training phase is left out when an earlier
         kill came after its training had finished (every file imported, every play trained on)."""
         self.drop(self.files[round_no])
@@ -211,6 +217,8 @@ class CrashRig:
                 continue
             kills.append(self.kill_during(phase, round_no))
             self.check(after=f"kill in {phase}, round {round_no}")
+            if on_kill is not None:  # checked: a soak cut short still counts it
+                on_kill(kills[-1])
         return kills
 
     def _nothing_to_train(self) -> bool:
