@@ -198,7 +198,15 @@ def _die_with_parent(parent: int) -> None:
 
 def _limit_memory(megabytes: int) -> None:
     limit = megabytes * 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+    try:
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+    except (OSError, ValueError) as exc:  # a sandbox that denies it, a hard limit below
+        log.warning(
+            "memory limit not applied; training without it",
+            setting=f"SONGNET_TRAIN_MEMORY_MB={megabytes}",
+            error=str(exc),
+            hint="lower the limit below the process's hard limit, or cap memory where songnet runs (systemd MemoryMax=, docker --memory)",
+        )
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
