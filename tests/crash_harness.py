@@ -172,11 +172,17 @@ class CrashRig:
     def _kill_child(self, daemon: DaemonProcess, phase: str, mark: int) -> bool:
         """kill -9 the daemon's child; the daemon logs one error line for it, carries on and
         stops cleanly. Whether the child was still at work when it was killed."""
+        job = CHILD_PHASES[phase]
         children = daemon.children()
+        deadline = time.monotonic() + self.phase_timeout
+        # The job's first line comes before its child starts: a kill that early waits for it.
+        while not children and not any(_ends(job, e) for e in daemon.events[mark:]):
+            assert time.monotonic() < deadline, f"no child in {phase}:\n{daemon.tail()}"
+            time.sleep(0.02)
+            children = daemon.children()
         inside = bool(children) and not any(_ends(phase, e) for e in daemon.events[mark:])
         for pid in children:
             os.kill(pid, signal.SIGKILL)
-        job = CHILD_PHASES[phase]
         finished = daemon.wait_for(lambda e: _ends(job, e), self.phase_timeout, start=mark)
         if inside:
             assert finished.get("outcome") == "failed", finished
