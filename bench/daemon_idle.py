@@ -5,11 +5,13 @@ Two cases, each a real `songnet run` process on default intervals (watch 30 s, h
 - restarted: a data directory that already holds a trained model and its playlist (made
   with `songnet run --once` on the synthetic demo export), the daemon started on it;
 - after work: an empty data directory; the demo export is dropped in, the daemon imports it,
-  trains (short training, as `--demo` does) and writes the first playlist in this process,
-  then idles with torch and the model loaded.
+  trains (short training, as `--demo` does) and writes the first playlist, then idles. The
+  training and the generation ran in child processes (`service/child_process.py`), so the
+  daemon idles without torch (the goal: at most 400 MB, ideally 200 MB).
 
 After the daemon has settled, CPU time (utime + stime from /proc) is read over `--windows`
-windows of `--seconds` each; the figures are medians over the windows.
+windows of `--seconds` each; the figures are medians over the windows. Each case also says
+whether torch's library is mapped into the daemon, and the peak RSS it reached (VmHWM).
 
     .venv/bin/python bench/daemon_idle.py [--seconds 30] [--windows 3]
 """
@@ -28,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from service.cli.daemon import DEMO_COVERAGE, DEMO_EPOCHS, put_demo_export
-from tests.daemon_process import DaemonProcess, run_songnet, songnet_env
+from tests.daemon_process import DaemonProcess, maps_torch, run_songnet, songnet_env
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -38,11 +40,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
 
 
-def rss_mib(pid: int) -> float:
+def status_mib(pid: int, field: str) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def rss_mib(pid: int) -> float:
+    return status_mib(pid, "VmRSS")
+
+
+def report(case: str, daemon: DaemonProcess, cpu: float, rss: float) -> None:
+    torch = "loaded" if maps_torch(daemon.pid) else "not loaded"
+    peak = status_mib(daemon.pid, "VmHWM")
+    print(f"{case}: cpu {cpu:.2f} %  rss {rss:.0f} MiB  (peak {peak:.0f} MiB; torch {torch})")
 
 
 def measure(daemon: DaemonProcess, seconds: float, windows: int) -> tuple[float, float]:
@@ -78,7 +90,7 @@ def main() -> None:
             daemon.wait_event("daemon started", timeout=120)
             time.sleep(5)  # start-up checks
             cpu, rss = measure(daemon, args.seconds, args.windows)
-            print(f"restarted, idle: cpu {cpu:.2f} %  rss {rss:.0f} MiB")
+            report("restarted, idle", daemon, cpu, rss)
         finally:
             daemon.signal()
             daemon.wait(30)
@@ -95,7 +107,7 @@ def main() -> None:
             daemon.wait_event("job finished", job="first-playlists", timeout=1800)
             time.sleep(5)
             cpu, rss = measure(daemon, args.seconds, args.windows)
-            print(f"after work, idle: cpu {cpu:.2f} %  rss {rss:.0f} MiB")
+            report("after import, training and the first playlist, idle", daemon, cpu, rss)
         finally:
             daemon.signal()
             daemon.wait(30)

@@ -140,7 +140,7 @@ class Daemon:
         self.zone: tzinfo = settings.zone
         self.schedule = parse_crontab(settings.schedule)
         self.weekly_trigger = self.schedule.trigger(self.zone)
-        self.jobs = Jobs(settings, engine, stop=self.stop, clock=clock)
+        self.jobs = Jobs(settings, engine, stop=self.stop, clock=clock, retry_hint=self.retry_hint)
         handled = kv.get_json(engine, kv.WATCHED_FILES) or {}
         self.watcher = ExportWatcher(
             settings.export_dir,
@@ -314,6 +314,19 @@ class Daemon:
         if run.counts.get("promoted") and not self.jobs.ever_generated():
             self.first_playlists()
         return run
+
+    def retry_hint(self, job: str) -> str | None:
+        """When a failed training is tried again, for its log line (None: the generic hint)."""
+        if job != "train":
+            return None
+        threshold = self.settings.retrain_min_new_plays
+        periodic = self.scheduler.get_job(JOB_PERIODIC_RETRAIN) if self.scheduler.running else None
+        when = (
+            f"at {periodic.next_run_time.isoformat()} (before the weekly run), or sooner once imports add {threshold} plays"
+            if periodic is not None and periodic.next_run_time is not None
+            else f"once imports add {threshold} plays, or at the next start of `songnet run`"
+        )
+        return f"the promoted model stays in use; training is tried again {when}"
 
     def first_playlists(self) -> JobRun:
         """A new user's first playlists, right after the first model (not next Monday)."""

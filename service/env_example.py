@@ -85,6 +85,11 @@ DOCS: list[tuple[str, list[tuple[str, str]]]] = [
                 "train_time_budget_seconds",
                 "Wall-clock budget of one training (fewer passes past it); empty: the model's default (540).",
             ),
+            (
+                "train_memory_mb",
+                "Most memory (MB) the daemon's training process may use (its data segment); a training\n"
+                "that needs more fails with an error naming this setting and the model in use stays. Empty: no cap.",
+            ),
         ],
     ),
     (

@@ -9,6 +9,9 @@ in `run_record` without an outcome, which is how the daemon knows to do it again
 The daemon (`daemon.py`) decides when each step runs; `songnet run --once` runs them in
 order. Both pass the same stop event: a step checks it between files, at training batch
 boundaries and between playlists, so SIGTERM never waits for a whole step.
+
+Training and generation run in a child process (`service/child_tasks.py`), so the daemon
+never loads torch; the stop request is passed on to the child as SIGTERM.
 """
 
 from __future__ import annotations
@@ -59,12 +62,14 @@ class Jobs:
         stop: threading.Event | None = None,
         clock: Callable[[], float] = time.time,
         lock_poll_seconds: float = 0.5,
+        retry_hint: Callable[[str], str | None] | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.stop = stop or threading.Event()
         self.clock = clock
         self.lock_poll_seconds = lock_poll_seconds
+        self.retry_hint = retry_hint  # job -> when it is tried again (the daemon knows)
         self.current: tuple[str, float] | None = None  # (job, started at) while one runs
         self._idle = threading.Event()
         self._idle.set()
@@ -97,9 +102,14 @@ class Jobs:
             log.info("job started", job=job, **detail)
             body(run)
         except Exception as exc:
+            from service.child_process import ChildJobError
+
             run.outcome = FAILED
             run.error = f"{type(exc).__name__}: {exc}"
-            log.exception("job failed", job=job, error=run.error, hint=_hint(job))
+            hint = (self.retry_hint(job) if self.retry_hint else None) or _hint(job)
+            # A child that died or failed said what happened; the daemon's stack adds nothing.
+            child = isinstance(exc, ChildJobError)
+            log.error("job failed", job=job, error=run.error, hint=hint, exc_info=not child)
         finally:
             duration = round(time.monotonic() - started_mono, 3)
             try:
@@ -224,13 +234,12 @@ class Jobs:
 
     def train(self, *, reason: str) -> JobRun:
         def body(run: JobRun) -> None:
-            from service.training import train_and_maybe_promote
+            # In a child process: the daemon never loads torch (service/child_process.py).
+            from service.child_tasks import train_in_child
 
             new_plays, _ = self.untrained_plays()
             run.counts["new_plays"] = new_plays
-            outcome = train_and_maybe_promote(
-                self.engine, self.settings, should_stop=self.stop.is_set
-            )
+            outcome = train_in_child(self.settings, stop=self.stop)
             run.counts.update(_train_counts(outcome))
             if getattr(outcome, "stopped", False):
                 run.outcome = INTERRUPTED
@@ -248,13 +257,6 @@ class Jobs:
             ).first()
         return found is not None
 
-    def playlist_configs(self) -> list[PlaylistConfig]:
-        from service.playlists import default_playlist_config
-
-        if self.settings.playlists:
-            return list(self.settings.playlists)
-        return [default_playlist_config(self.engine, self.settings)]
-
     def publish(self, job: str, *, reason: str, scheduled_for: int | None = None) -> JobRun:
         """Generate the configured playlists, write their files, and sync them to Spotify."""
 
@@ -267,22 +269,23 @@ class Jobs:
                     hint=f"put your Spotify export into {self.settings.export_dir}; songnet trains once it is imported",
                 )
                 return
-            from service.playlists import generate_for_config
+            # In a child process, like training; the files and the sync stay here.
+            from service.child_tasks import generate_in_child
             from service.spotify.sync import record_generated
 
             now = int(self.clock())
             generated: list[Playlist] = []
             failed = 0
-            for config in self.playlist_configs():
-                if self.stop.is_set():
-                    run.outcome = INTERRUPTED
-                    break
-                try:
-                    playlist = generate_for_config(self.engine, self.settings, config, now=now)
-                except Exception as exc:
+            results = generate_in_child(
+                self.settings, list(self.settings.playlists), now=now, stop=self.stop
+            )
+            if results.stopped:
+                run.outcome = INTERRUPTED
+            for config, playlist in results.playlists:
+                if isinstance(playlist, str):
                     failed += 1
-                    log.exception("playlist not generated", playlist=config.name, error=str(exc))
-                    self._note_playlist_error(config, f"generation failed: {exc}")
+                    log.error("playlist not generated", playlist=config.name, error=playlist)
+                    self._note_playlist_error(config, f"generation failed: {playlist}")
                     continue
                 paths = write_playlist_files(self.settings.data_dir, playlist, generated_at=now)
                 record_generated(self.engine, config, playlist, now)

@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     train_epoch_coverage: float | None = Field(default=None, gt=0)
     train_min_steps: int | None = Field(default=None, ge=1)
     train_time_budget_seconds: float | None = Field(default=None, gt=0)
+    # The daemon trains in a child process; this caps that process's memory. Unset: no cap.
+    train_memory_mb: int | None = Field(default=None, ge=256)
 
     # Spotify
     spotify_client_id: str | None = None

@@ -1,13 +1,20 @@
-"""kill -9 the daemon at random points in import, training and sync; check what is left.
+"""kill -9 the daemon or its child at random points in import, training, generation and sync;
+check what is left.
 
 Used by `tests/test_crash_safety.py` (a few rounds) and `bench/crash_soak.py` (100 kills).
 One data directory lives through every kill. Each round drops one more export file into
-the watched folder, then starts `songnet run` three times and kills it (SIGKILL) each time at
-a random moment after a phase began:
+the watched folder, then starts `songnet run` once per phase and kills (SIGKILL) the daemon,
+or its training or generation child, at a random moment after the phase began:
 
-- import: after "job started" of the import job (the new file is being read and stored);
-- train: after "job started" of a training (start-up retrain over the untrained plays);
-- sync: after a playlist file was written (the Spotify sync to the fake API follows).
+- import: the daemon, after "job started" of the import job (the new file being stored);
+- train: the daemon, after "job started" of a training (its child is training);
+- train-child: the training child only; the daemon must log the failure, carry on and stop
+  cleanly on SIGTERM;
+- generate: the daemon, after "job started" of a weekly run (its child is generating);
+- generate-child: the generation child only, as for train-child;
+- sync: the daemon, after a playlist file was written (the Spotify sync to the fake API follows).
+
+A child must never outlive its daemon: after each kill of a daemon, its children are gone.
 
 After every kill: `PRAGMA integrity_check` passes; the plays stored are exactly those of the
 files the ledger says were imported (nothing lost, nothing doubled: compared with each file
@@ -20,12 +27,15 @@ exactly one playlist holding exactly the last generated list.
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
+import signal
 import sqlite3
 import statistics
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -34,13 +44,23 @@ from typing import Any
 from service.db import open_database
 from service.importer import import_paths
 from service.model_store import load_promoted, promoted_checkpoint
-from tests.daemon_process import DaemonProcess, songnet_env
+from tests.daemon_process import DaemonProcess, songnet_env, wait_gone
 from tests.fake_spotify import FakeSpotify
 
 PLAYLIST = "Crash test"
-PHASES = ("import", "train", "sync")
+# A child kill comes first: the training it cut short leaves the plays for the next one.
+PHASES = ("import", "train-child", "train", "generate-child", "generate", "sync")
+# The phases whose kill hits the daemon's child, not the daemon.
+CHILD_PHASES = {"train-child": "train", "generate-child": "generate"}
 # How long after a phase's first log line a kill may come (s) until lengths have been seen.
-WINDOWS = {"import": 0.4, "train": 8.0, "sync": 0.2}
+WINDOWS = {
+    "import": 0.4,
+    "train": 8.0,
+    "train-child": 4.0,
+    "generate": 5.0,
+    "generate-child": 3.0,
+    "sync": 0.2,
+}
 
 PlayKey = tuple[str, int, int, str]
 
@@ -78,10 +98,11 @@ class CrashRig:
     def env(self, phase: str = "sync") -> dict[str, str]:
         # Weekly runs every few seconds only where the sync is the target: elsewhere a
         # catch-up at each start would only delay the import or the training.
-        schedule = "*/4 * * * * *" if phase in ("sync", "final") else "0 0 1 1 *"
+        weekly = phase in ("sync", "generate", "generate-child", "final")
+        schedule = "*/4 * * * * *" if weekly else "0 0 1 1 *"
         # Training at start-up only where it is the target (or at the end): a model exists
         # after the first rounds, so the other phases come without a training first.
-        threshold = "1" if phase in ("train", "final") else "1000000000"
+        threshold = "1" if phase in ("train", "train-child", "final") else "1000000000"
         env = songnet_env(
             self.data_dir,
             self.export_dir,
@@ -133,14 +154,44 @@ class CrashRig:
             mark = daemon.events.index(began)
             delay = self.rng.uniform(0, self.windows[phase])
             time.sleep(delay)
-            daemon.kill9()
+            if phase in CHILD_PHASES:
+                inside = self._kill_child(daemon, phase, mark)
+            else:
+                children = daemon.children()
+                daemon.kill9()
+                inside = not any(_ends(phase, e) for e in daemon.events[mark:])
+                for pid in children:  # PR_SET_PDEATHSIG, or the child's watch on its parent
+                    assert wait_gone(pid, 5), f"kill in {phase}: child {pid} outlived the daemon"
         finally:
             daemon.stop()
         self._learn(daemon.events)
-        inside = not any(_ends(phase, e) for e in daemon.events[mark:])
         kill = Kill(phase, round(delay, 3), round_no, inside)
         self.kills.append(kill)
         return kill
+
+    def _kill_child(self, daemon: DaemonProcess, phase: str, mark: int) -> bool:
+        """kill -9 the daemon's child; the daemon logs one error line for it, carries on and
+        stops cleanly. Whether the child was still at work when it was killed."""
+        job = CHILD_PHASES[phase]
+        children = daemon.children()
+        deadline = time.monotonic() + self.phase_timeout
+        # The job's first line comes before its child starts: a kill that early waits for it.
+        while not children and not any(_ends(job, e) for e in daemon.events[mark:]):
+            assert time.monotonic() < deadline, f"no child in {phase}:\n{daemon.tail()}"
+            time.sleep(0.02)
+            children = daemon.children()
+        inside = bool(children) and not any(_ends(phase, e) for e in daemon.events[mark:])
+        for pid in children:
+            os.kill(pid, signal.SIGKILL)
+        finished = daemon.wait_for(lambda e: _ends(job, e), self.phase_timeout, start=mark)
+        if inside:
+            assert finished.get("outcome") == "failed", finished
+            errors = [e for e in daemon.events[mark:] if e.get("level") == "error"]
+            assert len(errors) == 1 and "killed by SIGKILL" in errors[0]["error"], errors
+        assert daemon.proc.poll() is None, f"the daemon died with its child:\n{daemon.tail()}"
+        code, took = daemon.stop_by_signal(signal.SIGTERM)
+        assert code == 0 and took < 10, f"stop after a child kill: exit {code} in {took:.1f} s"
+        return inside
 
     def _learn(self, events: list[dict[str, Any]]) -> None:
         """Phase lengths from this life's log, so the next kills land inside the phases."""
@@ -149,17 +200,36 @@ class CrashRig:
             for phase in PHASES:
                 if _begins(phase, event):
                     start[phase] = _when(event)
-                elif _ends(phase, event) and phase in start and event.get("outcome") == "ok":
+                elif _ends(phase, event) and phase in start and event.get("outcome", "ok") == "ok":
                     self.seen[phase].append((_when(event) - start.pop(phase)).total_seconds())
         for phase, lengths in self.seen.items():
             if lengths:
-                self.windows[phase] = 1.2 * statistics.median(lengths[-5:])
+                # A child kill should find the child at work: a kill after it is no test.
+                factor = 0.8 if phase in CHILD_PHASES else 1.2
+                self.windows[phase] = factor * statistics.median(lengths[-5:])
 
-    def run_round(self, round_no: int, phases: tuple[str, ...] = PHASES) -> None:
+    def run_round(
+        self,
+        round_no: int,
+        phases: tuple[str, ...] = PHASES,
+        on_kill: Callable[[Kill], None] | None = None,
+    ) -> list[Kill]:
+        """Kills in `phases` of round `round_no`: a training phase is left out when an earlier
+        kill came after its training had finished (every file imported, every play trained on)."""
         self.drop(self.files[round_no])
+        kills = []
         for phase in phases:
-            self.kill_during(phase, round_no)
+            if CHILD_PHASES.get(phase, phase) == "train" and self._nothing_to_train():
+                continue
+            kills.append(self.kill_during(phase, round_no))
             self.check(after=f"kill in {phase}, round {round_no}")
+            if on_kill is not None:  # checked: a soak cut short still counts it
+                on_kill(kills[-1])
+        return kills
+
+    def _nothing_to_train(self) -> bool:
+        dropped = {p.name for p in self.export_dir.glob("*.json")}
+        return untrained_plays(self.data_dir) == 0 and dropped <= set(imported_files(self.data_dir))
 
     # -- checks -----------------------------------------------------------------------------
 
@@ -223,14 +293,24 @@ class CrashRig:
         assert playlist.items == generated and generated
 
 
+PUBLISH_JOBS = ("weekly", "first-playlists")
+
+
 def _begins(phase: str, event: dict[str, Any]) -> bool:
+    phase = CHILD_PHASES.get(phase, phase)
     if phase == "sync":  # the file sink wrote the playlist; the Spotify sync comes next
         return event.get("event") == "playlist written" and "m3u8" in event
-    return event.get("event") == "job started" and event.get("job") == phase
+    jobs = PUBLISH_JOBS if phase == "generate" else (phase,)
+    return event.get("event") == "job started" and event.get("job") in jobs
 
 
 def _ends(phase: str, event: dict[str, Any]) -> bool:
-    jobs = ("weekly", "first-playlists") if phase == "sync" else (phase,)
+    phase = CHILD_PHASES.get(phase, phase)
+    if phase == "generate":  # the child's lists are back once the first file is written
+        return (event.get("event") == "playlist written" and "m3u8" in event) or (
+            event.get("event") == "job finished" and event.get("job") in PUBLISH_JOBS
+        )
+    jobs = PUBLISH_JOBS if phase == "sync" else (phase,)
     return event.get("event") == "job finished" and event.get("job") in jobs
 
 
@@ -247,6 +327,19 @@ def stored_plays(data_dir: Path) -> Counter[PlayKey]:
     finally:
         con.close()
     return Counter((str(k), int(e), int(m), str(s)) for k, e, m, s in rows)
+
+
+def untrained_plays(data_dir: Path) -> int:
+    """Plays stored since the newest model's data (what a start-up retrain trains on)."""
+    con = sqlite3.connect(data_dir / "songnet.db")
+    try:
+        (count,) = con.execute(
+            "SELECT count(*) FROM play WHERE id > "
+            "(SELECT coalesce(max(watermark_play_id), 0) FROM model_version)"
+        ).fetchone()
+    finally:
+        con.close()
+    return int(count)
 
 
 def imported_files(data_dir: Path) -> list[str]:

@@ -141,6 +141,10 @@ class DaemonProcess:
         self._reader.join(10)
         return code
 
+    def children(self) -> list[int]:
+        """The pids of this process's children (its training or generation child)."""
+        return child_pids(self.pid)
+
     def tail(self, lines: int = 40) -> str:
         return "".join(self.raw[-lines:])
 
@@ -151,3 +155,36 @@ class DaemonProcess:
             self.proc.wait(30)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+
+
+def child_pids(pid: int) -> list[int]:
+    """The live children of process `pid` (from /proc; any of its threads may be the parent)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            found += [int(p) for p in (task / "children").read_text().split()]
+    return sorted(set(found))
+
+
+def is_alive(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    """Whether process `pid` is gone within `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while is_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def maps_torch(pid: int) -> bool:
+    """Whether process `pid` has torch's library mapped (imported torch)."""
+    return "libtorch" in Path(f"/proc/{pid}/maps").read_text()

@@ -1,8 +1,10 @@
-"""kill -9 at random points in import, training and sync: nothing lost, doubled or broken.
+"""kill -9 at random points in import, training, generation and sync, of the daemon and of
+its child: nothing lost, doubled or broken, no child left behind.
 
-21 kills (7 rounds of import, training, sync) of a real `songnet run` process on one data
-directory; see `tests/crash_harness.py` for what is checked after each. `bench/crash_soak.py`
-does the same 100 times.
+Up to 30 kills (5 rounds of import, training child, training, generation child, generation,
+sync) of a real `songnet run` process or its child on one data directory; see
+`tests/crash_harness.py` for what is checked after each. `bench/crash_soak.py` does the same
+100 times.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import pytest
 from tests.crash_harness import PHASES, CrashRig, synthetic_files
 from tests.fake_spotify import FakeSpotify, Fault
 
-ROUNDS = int(os.environ.get("SONGNET_CRASH_ROUNDS", "7"))
+ROUNDS = int(os.environ.get("SONGNET_CRASH_ROUNDS", "5"))
 SPOTIFY_LATENCY = 0.15  # s per request
 
 
@@ -32,7 +34,8 @@ def test_kill_9_anywhere_loses_and_doubles_nothing(
     fake_spotify.inject(Fault.delayed(SPOTIFY_LATENCY), times=None)
     for round_no in range(ROUNDS):
         rig.run_round(round_no)
-    assert len(rig.kills) == 3 * ROUNDS >= 21 or ROUNDS < 7
+    # A training phase is left out only where an earlier kill came after the training.
+    assert len(rig.kills) >= 4 * ROUNDS, rig.kills
     # Most kills land inside their phase (its length is learnt as the rounds go).
     assert {k.phase for k in rig.kills if k.inside} == set(PHASES), rig.kills
     rig.finish()

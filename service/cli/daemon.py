@@ -225,6 +225,15 @@ def _print_status(report: dict[str, Any], s: Settings) -> None:
         for job, at in report["jobs"].items():
             table.add_row(job, _short(at))
         con.print(table)
+    trainings = [r for r in report["runs"] if r["job"] == "train"]
+    if trainings and trainings[0]["outcome"] == "failed":
+        last = trainings[0]
+        con.print(
+            f"last training failed at {_short(last['started_at'])}: "
+            f"{(last['detail'] or {}).get('error') or 'see the log'}; the model above stays in use",
+            highlight=False,
+            markup=False,
+        )
     weekly = [r for r in report["runs"] if r["job"] in ("weekly", "first-playlists", "once")]
     if weekly:
         last = weekly[0]

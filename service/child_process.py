@@ -1,0 +1,256 @@
+"""Work that needs torch, run in a child process, so that the daemon itself never loads it.
+
+Training and the weekly generation load torch and a model (hundreds of MB that Python never
+gives back); the daemon only waits for days between them. `run_in_child` starts
+`python -m service.child_process TASK`, writes the task's input to the child's stdin as JSON
+and reads its result, one JSON document, from the child's stdout. The child logs to the
+daemon's stderr like any part of it.
+
+- A stop request (SIGTERM to the daemon) is passed on as SIGTERM: the child's task sees it
+  at its next check (a training batch, the next playlist) and returns what it has; a child
+  that has not ended `STOP_GRACE_SECONDS` later is killed.
+- A child dies with its parent: PR_SET_PDEATHSIG where Linux offers it, and a watch on the
+  parent's pid otherwise, so a `kill -9` of the daemon leaves no training running alone.
+- `memory_mb` caps the child's data segment (RLIMIT_DATA, torch's tensors included): a
+  training that needs more fails with a `ChildJobError` that names the setting.
+- A child killed (OOM killer, `kill -9`), crashed or failed is a `ChildJobError` whose
+  message says what happened; the daemon logs it and carries on.
+
+The tasks are the functions named in `TASKS` (`service/child_tasks.py`): each takes the
+settings, the task's input and a stop check, and returns plain JSON data.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from service.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+# Task name -> "module:function", imported in the child only.
+TASKS = {
+    "train": "service.child_tasks:train_task",
+    "generate": "service.child_tasks:generate_task",
+}
+STOP_GRACE_SECONDS = 5.0  # within the daemon's shutdown grace (8 s), itself within 10 s
+POLL_SECONDS = 0.2
+PARENT_WATCH_SECONDS = 0.5
+_PR_SET_PDEATHSIG = 1
+# How torch and numpy say that an allocation failed.
+_OUT_OF_MEMORY = (
+    "can't allocate memory",
+    "cannot allocate memory",
+    "out of memory",
+    "failed to allocate",
+)
+
+
+class ChildJobError(Exception):
+    """The child process failed or died; the message says what happened."""
+
+    def __init__(self, message: str, *, over_memory: bool = False, killed: bool = False) -> None:
+        super().__init__(message)
+        self.over_memory = over_memory
+        self.killed = killed
+
+
+class ChildJobStoppedError(Exception):
+    """A stop request ended the child before it returned a result."""
+
+
+def settings_payload(settings: Settings) -> dict[str, Any]:
+    """The settings as the child rebuilds them: exactly the daemon's (CLI options and
+    `--demo` included), never re-read from the environment. The playlists file is already
+    read into `playlists`; the Spotify secret stays in the daemon."""
+    dumped = settings.model_dump(mode="json")
+    # Given as None, not left out: the child must not read them from the environment either.
+    dumped.update(playlists_file=None, spotify_client_secret=None)
+    return dumped
+
+
+def run_in_child(
+    task: str,
+    settings: Settings,
+    payload: dict[str, Any],
+    *,
+    stop: threading.Event,
+    memory_mb: int | None = None,
+    what: str | None = None,
+    stop_grace_seconds: float = STOP_GRACE_SECONDS,
+    poll_seconds: float = POLL_SECONDS,
+) -> Any:
+    """Run `task` in a child process; its result (`ChildJobError`, `ChildJobStoppedError`)."""
+    if task not in TASKS:
+        raise ValueError(f"unknown child task {task!r}")
+    what = what or task
+    if stop.is_set():
+        raise ChildJobStoppedError(f"the {what} was not started: stop requested")
+    message = json.dumps(
+        {
+            "settings": settings_payload(settings),
+            "payload": payload,
+            "memory_mb": memory_mb,
+            "parent": os.getpid(),
+        }
+    ).encode()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.child_process", task],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=None,  # the child logs where the daemon logs
+    )
+    stop_sent: float | None = None
+    first = True
+    try:
+        while True:
+            try:
+                out, _ = proc.communicate(input=message if first else None, timeout=poll_seconds)
+                break
+            except subprocess.TimeoutExpired:
+                first = False
+                if stop.is_set() and stop_sent is None:
+                    proc.send_signal(signal.SIGTERM)
+                    stop_sent = time.monotonic()
+                elif stop_sent is not None and time.monotonic() - stop_sent > stop_grace_seconds:
+                    proc.kill()
+    finally:
+        if proc.poll() is None:  # an exception here (KeyboardInterrupt): never leave it behind
+            proc.kill()
+            proc.wait()
+    return _result(
+        proc.returncode, out, what=what, memory_mb=memory_mb, stopping=stop_sent is not None
+    )
+
+
+def _result(code: int, out: bytes, *, what: str, memory_mb: int | None, stopping: bool) -> Any:
+    try:
+        document = json.loads(out) if out.strip() else None
+    except ValueError:
+        document = None
+    if isinstance(document, dict) and "result" in document and code == 0:
+        return document["result"]
+    if isinstance(document, dict) and "error" in document:
+        error = document["error"]
+        if error.get("over_memory") and memory_mb is not None:
+            raise ChildJobError(
+                f"the {what} needed more memory than SONGNET_TRAIN_MEMORY_MB={memory_mb} allows "
+                f"({error.get('message')}); raise SONGNET_TRAIN_MEMORY_MB or leave it empty",
+                over_memory=True,
+            )
+        raise ChildJobError(f"the {what} failed: {error.get('type')}: {error.get('message')}")
+    if stopping:
+        raise ChildJobStoppedError(f"the {what} was stopped")
+    if code < 0:
+        signum = -code
+        known = signum in signal.Signals._value2member_map_
+        name = signal.Signals(signum).name if known else str(signum)
+        crash_signals = (signal.SIGKILL, signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS)
+        limit = (
+            f"; SONGNET_TRAIN_MEMORY_MB={memory_mb} may be too low"
+            if memory_mb is not None and signum in crash_signals
+            else ""
+        )
+        if signum == signal.SIGKILL:
+            happened = (
+                "was killed by SIGKILL (the kernel's OOM killer when memory runs out, or kill -9)"
+            )
+        else:
+            happened = f"crashed (signal {name})"
+        raise ChildJobError(f"the {what} process {happened}{limit}", killed=True)
+    raise ChildJobError(
+        f"the {what} process exited with status {code} without a result; see the lines above"
+    )
+
+
+# -- the child side ----------------------------------------------------------------------------
+
+
+def _die_with_parent(parent: int) -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the watch below does it, a little later
+        pass
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_WATCH_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="songnet-parent-watch", daemon=True).start()
+
+
+def _limit_memory(megabytes: int) -> None:
+    limit = megabytes * 1024 * 1024
+    try:
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+    except (OSError, ValueError) as exc:  # a sandbox that denies it, a hard limit below
+        log.warning(
+            "memory limit not applied; training without it",
+            setting=f"SONGNET_TRAIN_MEMORY_MB={megabytes}",
+            error=str(exc),
+            hint="lower the limit below the process's hard limit, or cap memory where songnet runs (systemd MemoryMax=, docker --memory)",
+        )
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc).lower()
+    return any(marker in text for marker in _OUT_OF_MEMORY)
+
+
+def child_main(task: str) -> int:
+    from service.logging import configure_logging
+
+    # The result goes to the real stdout; anything else printed goes to stderr.
+    result_out = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())  # Ctrl-C reaches the whole group
+    request = json.loads(sys.stdin.buffer.read())
+    _die_with_parent(int(request["parent"]))
+    settings = Settings(**request["settings"])
+    configure_logging(settings.log_format, settings.log_level)
+    if request.get("memory_mb"):
+        _limit_memory(int(request["memory_mb"]))
+    document: dict[str, Any]
+    try:
+        module, name = TASKS[task].split(":")
+        function: Callable[[Settings, dict[str, Any], Callable[[], bool]], Any] = getattr(
+            importlib.import_module(module), name
+        )
+        document = {"result": function(settings, request["payload"], stop.is_set)}
+    except Exception as exc:  # every failure goes back to the daemon, which logs it
+        log.debug("child task failed", task=task, exc_info=True)
+        document = {
+            "error": {
+                "type": type(exc).__name__,
+                "message": str(exc) or type(exc).__name__,
+                "over_memory": _is_out_of_memory(exc),
+            }
+        }
+    result_out.write(json.dumps(document))
+    result_out.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(child_main(sys.argv[1]))
