@@ -36,11 +36,17 @@ from service import tables
 
 log = structlog.get_logger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_FILENAME = "songnet.db"
 
+
+def _add_source_state(conn: Connection) -> None:
+    # 1 -> 2: table `source_state` (pull sources' watermarks), created by create_all below.
+    pass
+
+
 _UPGRADES: dict[int, Callable[[Connection], None]] = {
-    # 1: lambda conn: conn.execute(text("ALTER TABLE ... ADD COLUMN ...")),
+    1: _add_source_state,
 }
 
 

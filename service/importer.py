@@ -47,6 +47,13 @@ from songnet_core.exports import (
     parse_export,
 )
 from songnet_core.history import normalise, track_key
+from songnet_core.play_sources import (
+    MAX_PLAY_S,
+    PlaySource,
+    closest_match,
+    play_source,
+    search_span,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -58,7 +65,11 @@ _IMPORT_CHECKPOINT_PAGES = 16_384  # 64 MiB of WAL
 
 # A row of `play` as inserted: track_id, end_ts, ms_played, source, skipped, reason_start,
 # reason_end, shuffle, file_id.
-PlayValues = tuple[int, int, int, str, bool | None, str | None, str | None, bool | None, int]
+PlayValues = tuple[
+    int, int, int, str, bool | None, str | None, str | None, bool | None, int | None
+]
+
+_EXPORT_FORMATS = ("account", "extended")
 
 # (bytes done, bytes in all, label of the file being read)
 ProgressCallback = Callable[[int, int, str], None]
@@ -118,6 +129,23 @@ def import_paths(
             _log_result(result)
             results.append(result)
     return results
+
+
+def import_pulled(
+    engine: Engine,
+    source: PlaySource,
+    label: str,
+    parsed: ParsedExport,
+    in_transaction: Callable[[sqlite3.Cursor, int, int], None],
+    *,
+    clock: Callable[[], float] = time.time,
+) -> FileResult:
+    """Store one page of plays from a pull source in one transaction with `in_transaction`
+    (which records the source's new watermark): a kill loses or doubles nothing."""
+    with _Importer.open(engine, clock) as importer:
+        result = importer.store_pulled(source, label, parsed, in_transaction)
+    _log_result(result)
+    return result
 
 
 def _log_result(result: FileResult) -> None:
@@ -316,6 +344,84 @@ class _Importer:
             )
         return result
 
+    def store_pulled(
+        self,
+        source: PlaySource,
+        label: str,
+        parsed: ParsedExport,
+        in_transaction: Callable[[sqlite3.Cursor, int, int], None],
+    ) -> FileResult:
+        """Store one page of a pull source; `in_transaction(cur, imported, duplicates)` (the
+        watermark and counts) commits with it."""
+        with self._transaction():
+            library = self._library()
+            try:
+                values = self._play_values(library, parsed, None)
+                imported, duplicates = self._merge_pulled(values, source)
+                in_transaction(self.cur, imported, duplicates)
+            except BaseException:
+                self.library = None
+                raise
+        result = FileResult(
+            label, source.name, parsed.records, imported, duplicates, dict(parsed.skipped),
+            "imported", None,
+        )
+        if not result.balanced:
+            raise ValueError(f"accounting does not balance: {result}")
+        return result
+
+    def _merge_pulled(self, values: list[PlayValues], source: PlaySource) -> tuple[int, int]:
+        """(imported, duplicates): each pulled play against every stored play, by the rule.
+
+        Not one to one: the same listen pulled twice (an overlapping page) is one play.
+        """
+        if not values:
+            return 0, 0
+        spans = [search_span(source, v[1], v[2]) for v in values]
+        lo, hi = min(s[0] for s in spans), max(s[1] for s in spans)
+        tracks = {v[0] for v in values}
+        stored: dict[int, list[_StoredPlay]] = {}
+        for pid, tid, ts, ms, src in self.cur.execute(
+            "SELECT id, track_id, end_ts, ms_played, source FROM play WHERE end_ts BETWEEN ? AND ?",
+            (lo, hi),
+        ):
+            if tid in tracks:
+                stored.setdefault(tid, []).append(_StoredPlay(pid, ts, ms, src))
+        inserts: list[PlayValues] = []
+        replaces: list[tuple[Any, ...]] = []
+        duplicates = 0
+        for value in values:
+            found = stored.setdefault(value[0], [])
+            i = closest_match(
+                source,
+                value[1],
+                value[2],
+                [(play_source(p.source), p.end_ts, p.ms_played) for p in found],
+            )
+            if i is None:
+                inserts.append(value)
+                found.append(_StoredPlay(0, value[1], value[2], source.name))
+                continue
+            duplicates += 1
+            match = found[i]
+            if match.play_id and source.rank > play_source(match.source).rank:
+                # A poorer stored record (the account export's) gives way; it is remembered
+                # as absorbed so that its export is recognised when imported again.
+                acc = (match.end_ts, match.ms_played) if match.source == "account" else (None, None)
+                replaces.append((*value[1:8], *acc, match.play_id))
+                found[i] = _StoredPlay(match.play_id, value[1], value[2], source.name)
+        if replaces:
+            self.cur.executemany(
+                "UPDATE OR IGNORE play SET end_ts = ?, ms_played = ?, source = ?, skipped = ?,"
+                " reason_start = ?, reason_end = ?, shuffle = ?,"
+                " account_end_ts = coalesce(?, account_end_ts),"
+                " account_ms_played = coalesce(?, account_ms_played) WHERE id = ?",
+                replaces,
+            )
+        if inserts:
+            self.cur.executemany(_INSERT_PLAY, inserts)
+        return len(inserts), duplicates
+
     # --- ledger ------------------------------------------------------------------------------
 
     def _ledger_row(self, sha: str) -> dict[str, Any] | None:
@@ -374,7 +480,7 @@ class _Importer:
     # --- tracks ------------------------------------------------------------------------------
 
     def _play_values(
-        self, library: _Library, parsed: ParsedExport, file_id: int
+        self, library: _Library, parsed: ParsedExport, file_id: int | None
     ) -> list[PlayValues]:
         """Each play as `play` columns, creating its artist and track, aliases and first URIs."""
         by_name = library.by_name
@@ -464,16 +570,17 @@ class _Importer:
         """(imported, duplicates) for the file's music plays."""
         if not values:
             return 0, 0
-        other = "account" if source == "extended" else "extended"
         lo = min(v[1] for v in values) - MATCH_WINDOW_S
         hi = max(v[1] for v in values) + MATCH_WINDOW_S
+        # Pulled plays (stamped at their start) are matched by start: widen the span to hold them.
+        pulled_lo = lo - MAX_PLAY_S
         cur = self.cur
         overlap = cur.execute(
-            "SELECT 1 FROM play WHERE source = ? AND end_ts BETWEEN ? AND ? LIMIT 1",
-            (other, lo, hi),
+            "SELECT 1 FROM play WHERE source != ? AND end_ts BETWEEN ? AND ? LIMIT 1",
+            (source, pulled_lo, hi + MAX_PLAY_S),
         ).fetchone()
         if overlap is None:
-            # Nothing of the other format in this time span: only identical records can repeat.
+            # Nothing of another source in this time span: only identical records can repeat.
             cur.executemany(_INSERT_PLAY_OR_IGNORE, values)
             imported = cur.rowcount
             return imported, len(values) - imported
@@ -482,17 +589,26 @@ class _Importer:
     def _merge_plays(
         self, values: list[PlayValues], source: str, lo: int, hi: int
     ) -> tuple[int, int]:
-        """Insert, replace or absorb each play against the stored plays of both formats."""
+        """Insert, replace or absorb each play against the stored plays of every source."""
         cur = self.cur
         file_tracks = {v[0] for v in values}
         identical: set[tuple[int, int, int]] = set()
         candidates: dict[int, list[tuple[int, int, int]]] = {}  # track -> [(end_ts, ms, play id)]
+        pulled: dict[int, list[_StoredPlay]] = {}  # plays of pull sources, matched by the rule
         for pid, tid, ts, ms, src, acc_ts, acc_ms in cur.execute(
             "SELECT id, track_id, end_ts, ms_played, source, account_end_ts, account_ms_played"
             " FROM play WHERE end_ts BETWEEN ? AND ?",
-            (lo, hi),
+            (lo - MAX_PLAY_S, hi + MAX_PLAY_S),
         ):
             if tid not in file_tracks:
+                continue
+            if src not in _EXPORT_FORMATS:
+                if source == "account" and acc_ts is not None:
+                    identical.add((tid, acc_ts, acc_ms))
+                else:
+                    pulled.setdefault(tid, []).append(_StoredPlay(pid, ts, ms, src))
+                continue
+            if not lo <= ts <= hi:
                 continue
             if src == source:
                 identical.add((tid, ts, ms))
@@ -507,6 +623,7 @@ class _Importer:
         inserts: list[PlayValues] = []
         replaces: list[tuple[Any, ...]] = []
         absorbs: list[tuple[int, int, int]] = []
+        replaces_pulled: list[tuple[Any, ...]] = []
         duplicates = 0
         for value in values:
             tid, ts, ms = value[0], value[1], value[2]
@@ -517,7 +634,15 @@ class _Importer:
             identical.add(key)
             match = _take_match(candidates.get(tid), ts, ms)
             if match is None:
-                inserts.append(value)
+                stored = _take_pulled_match(pulled.get(tid), play_source(source), ts, ms)
+                if stored is None:
+                    inserts.append(value)
+                    continue
+                duplicates += 1
+                if play_source(source).rank > play_source(stored.source).rank:
+                    replaces_pulled.append((*value[1:], stored.play_id))
+                else:
+                    absorbs.append((ts, ms, stored.play_id))
                 continue
             duplicates += 1
             old_ts, old_ms, pid = match
@@ -532,6 +657,13 @@ class _Importer:
                 " reason_end = ?, shuffle = ?, file_id = ?, account_end_ts = ?, account_ms_played = ?"
                 " WHERE id = ?",
                 replaces,
+            )
+        if replaces_pulled:
+            # The export's record is richer; what the pulled play absorbed stays with it.
+            cur.executemany(
+                "UPDATE OR IGNORE play SET end_ts = ?, ms_played = ?, source = ?, skipped = ?,"
+                " reason_start = ?, reason_end = ?, shuffle = ?, file_id = ? WHERE id = ?",
+                replaces_pulled,
             )
         if absorbs:
             cur.executemany(
@@ -549,6 +681,26 @@ _INSERT_PLAY = f"INSERT INTO play {_PLAY_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?, ?
 _INSERT_PLAY_OR_IGNORE = (
     f"INSERT OR IGNORE INTO play {_PLAY_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+
+
+@dataclass
+class _StoredPlay:
+    play_id: int
+    end_ts: int
+    ms_played: int
+    source: str
+
+
+def _take_pulled_match(
+    found: list[_StoredPlay] | None, source: PlaySource, ts: int, ms: int
+) -> _StoredPlay | None:
+    """Remove and return the stored play that is the same listening (one to one)."""
+    if not found:
+        return None
+    i = closest_match(
+        source, ts, ms, [(play_source(p.source), p.end_ts, p.ms_played) for p in found]
+    )
+    return None if i is None else found.pop(i)
 
 
 def _take_match(

@@ -98,6 +98,15 @@ class Settings(BaseSettings):
     spotify_retry_budget_seconds: float = Field(default=300.0, gt=0)  # per request, waits included
     spotify_resolve_miss_retry_days: float = Field(default=30.0, ge=0)  # search again after a miss
 
+    # History sources pulled on a schedule (see README, "Keep your history flowing")
+    listenbrainz_user: str | None = None
+    listenbrainz_token: str | None = None  # optional: a user token reads private listens too
+    listenbrainz_url: str = "https://api.listenbrainz.org"
+    lastfm_user: str | None = None
+    lastfm_api_key: str | None = None
+    lastfm_url: str = "https://ws.audioscrobbler.com/2.0/"
+    source_poll: float = Field(default=3600.0, gt=0)  # seconds between pulls of each source
+
     # Daemon (`songnet run`)
     watch_interval_seconds: float = Field(default=30.0, gt=0)
     watch_stable_seconds: float = Field(default=10.0, ge=0)  # unchanged this long before import

@@ -75,7 +75,7 @@ class PlayRow(SQLModel, table=True):
     track_id: int = Field(foreign_key="track.id")
     end_ts: int = Field(index=True)
     ms_played: int
-    source: str  # "account" | "extended"
+    source: str  # a `songnet_core.play_sources` name: "account", "extended", "listenbrainz", …
     skipped: bool | None = None
     reason_start: str | None = None
     reason_end: str | None = None
@@ -85,6 +85,23 @@ class PlayRow(SQLModel, table=True):
     # same listening imported before or after is then recognised as already stored.
     account_end_ts: int | None = None
     account_ms_played: int | None = None
+
+
+class SourceState(SQLModel, table=True):
+    """Each pull source's account: its watermark and what its pulls did (`service.pull`)."""
+
+    __tablename__ = "source_state"
+    source: str = Field(primary_key=True)  # e.g. "listenbrainz"
+    account: str = Field(primary_key=True)  # the user on that service
+    watermark: int | None = None  # epoch s: the next pull asks for what came after
+    last_pull_at: int | None = None  # the last pull's start, whatever its end
+    last_ok_at: int | None = None  # the last pull that reached the end of the history
+    last_error: str | None = None  # why the last pull failed; None after a good one
+    refused: bool = False  # the error needs the listener (user, token, key): see `last_error`
+    records: int = 0  # listens fetched, in all pulls
+    imported: int = 0
+    duplicates: int = 0
+    skipped: int = 0
 
 
 class TrackFeatures(SQLModel, table=True):

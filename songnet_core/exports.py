@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from songnet_core.history import Play, Source
+from songnet_core.history import ExportFormat, Play
 
 SkipReason = Literal[
     "episode",
@@ -69,7 +69,7 @@ PlayFields = tuple[
     int,
     str,
     str,
-    Source,
+    str,  # the source's name
     str | None,
     str | None,
     bool | None,
@@ -112,7 +112,7 @@ class ExportError(Exception):
 class ParsedExport:
     """A streaming-history file, parsed: its music plays and every other record by reason."""
 
-    format: Source
+    format: str  # an ExportFormat, or a pulled source's name
     records: int
     rows: list[PlayFields]
     skipped: dict[str, int] = field(default_factory=dict)
@@ -196,7 +196,7 @@ def parse_document(doc: Any, name: str, *, now: float) -> ParsedExport | NotHist
     return _parse_extended(doc, latest, video=_VIDEO_NAME.match(name) is not None)
 
 
-def _format_from_name(name: str) -> Source | None:
+def _format_from_name(name: str) -> ExportFormat | None:
     if _ACCOUNT_NAME.match(name):
         return "account"
     if _EXTENDED_NAME.match(name):
@@ -204,7 +204,7 @@ def _format_from_name(name: str) -> Source | None:
     return None
 
 
-def _recognise(records: list[Any]) -> Source | None:
+def _recognise(records: list[Any]) -> ExportFormat | None:
     """The format the first records vote for; None if they look like neither."""
     account = extended = 0
     seen = 0

@@ -13,7 +13,9 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
-Source = Literal["account", "extended"]
+# The two Spotify export formats. A play's source is wider: any name registered in
+# `songnet_core.play_sources` (an export format, or a service such as ListenBrainz).
+ExportFormat = Literal["account", "extended"]
 
 _SPACE = re.compile(r"\s+")
 
@@ -45,7 +47,7 @@ class Play:
     ms_played: int
     artist: str
     title: str
-    source: Source
+    source: str  # a `songnet_core.play_sources.PlaySource` name
     album: str | None = None
     uri: str | None = None
     skipped: bool | None = None
