@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 # The `fake_spotify` fixture (a fake Spotify Web API on 127.0.0.1) for every test module.
-pytest_plugins = ["tests.fake_spotify"]
+pytest_plugins = ["tests.fake_spotify", "tests.fake_history"]
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO.parent / "shared" / "corpus"
