@@ -60,6 +60,7 @@ WORKER = "worker"
 HEARTBEAT_EXECUTOR = "heartbeat"
 
 JOB_WATCH = "watch-exports"
+JOB_PULL = "pull-sources"
 JOB_RETRAIN = "retrain-after-import"
 JOB_PERIODIC_RETRAIN = "retrain-before-weekly"
 JOB_WEEKLY = "weekly-playlists"
@@ -185,6 +186,15 @@ class Daemon:
             next_run_time=now,
             replace_existing=True,
         )
+        if s.listenbrainz_user or s.lastfm_user:
+            add(
+                self.pull_sources,
+                IntervalTrigger(seconds=s.source_poll, timezone=self.zone),
+                id=JOB_PULL,
+                executor=WORKER,
+                next_run_time=now,
+                replace_existing=True,
+            )
         add(
             self.weekly_run,
             self.weekly_trigger,
@@ -277,6 +287,15 @@ class Daemon:
         if not files:
             return None
         run = self.jobs.import_files(files, on_file_done=self._mark_handled)
+        if run.counts.get("imported", 0) > 0:
+            self._schedule_retrain()
+        return run
+
+    def pull_sources(self) -> JobRun | None:
+        """Pull ListenBrainz / Last.fm; new plays retrain under the same rule as exports."""
+        if self.stop.is_set():
+            return None
+        run = self.jobs.pull_sources()
         if run.counts.get("imported", 0) > 0:
             self._schedule_retrain()
         return run
@@ -503,6 +522,8 @@ class Daemon:
         files = self._settled_files(sleep, max_settle_rounds)
         if files:
             runs.append(self.jobs.import_files(files, on_file_done=self._mark_handled))
+        if self.settings.listenbrainz_user or self.settings.lastfm_user:
+            runs.append(self.jobs.pull_sources())
         new_plays, has_model = self.jobs.untrained_plays()
         if new_plays and (not has_model or new_plays >= self.settings.retrain_min_new_plays):
             runs.append(self.jobs.train(reason="run --once"))

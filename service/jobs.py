@@ -211,6 +211,49 @@ class Jobs:
 
         return self.run("import", body, files=len(files))
 
+    def pull_sources(self) -> JobRun:
+        """Pull every configured history source; one failing does not stop the others."""
+
+        def body(run: JobRun) -> None:
+            from service.features import recompute_features
+            from service.pull import pull_source
+            from service.sources import configured_sources
+            from service.sources.http_json import SourceError
+
+            def sleep(seconds: float) -> None:
+                self.stop.wait(seconds)  # shutdown cuts a rate-limit wait short
+
+            counts = {"sources": 0, "imported": 0, "duplicates": 0, "failed": 0}
+            try:
+                sources = configured_sources(self.settings, sleep=sleep)
+            except SourceError as exc:  # a source set up without what it needs
+                run.outcome, run.error = FAILED, str(exc)
+                log.error("history source not usable", error=str(exc), hint=exc.hint)
+                return
+            failed: list[str] = []
+            for source in sources:
+                if self.stop.is_set():
+                    run.outcome = INTERRUPTED
+                    break
+                outcome = pull_source(
+                    self.engine, source, clock=self.clock, should_stop=self.stop.is_set
+                )
+                total = outcome.summary()
+                counts["sources"] += 1
+                counts["imported"] += total.imported
+                counts["duplicates"] += total.duplicates
+                if outcome.error is not None:
+                    counts["failed"] += 1
+                    failed.append(f"{outcome.label}: {outcome.error}")
+            run.counts.update(counts)
+            if counts["imported"]:
+                run.counts["features"] = recompute_features(self.engine, tz=self.settings.zone)
+            if failed and run.outcome == OK:
+                run.outcome = FAILED
+                run.error = "; ".join(failed)
+
+        return self.run("pull", body)
+
     # -- training --------------------------------------------------------------------------
 
     def untrained_plays(self) -> tuple[int, bool]:

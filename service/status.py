@@ -151,6 +151,35 @@ def collect_status(
             for p in playlists
         ],
         "spotify": {"configured": settings.spotify_configured, "sign_in": _sign_in_problem(engine)},
+        "sources": [_source(row, zone) for row in _source_states(engine)],
+    }
+
+
+def _source_states(engine: Engine) -> list[tables.SourceState]:
+    with Session(engine) as session:
+        return list(
+            session.exec(
+                select(tables.SourceState).order_by(
+                    col(tables.SourceState.source), col(tables.SourceState.account)
+                )
+            ).all()
+        )
+
+
+def _source(row: tables.SourceState, zone: tzinfo) -> dict[str, Any]:
+    return {
+        "source": row.source,
+        "account": row.account,
+        "last_pull_at": _iso(row.last_pull_at, zone),
+        "last_ok_at": _iso(row.last_ok_at, zone),
+        "watermark": _iso(row.watermark, zone),
+        "records": row.records,
+        "imported": row.imported,
+        "duplicates": row.duplicates,
+        "skipped": row.skipped,
+        "error": row.last_error,
+        # A missing account or a revoked token: pulling again cannot help, the listener can.
+        "needs_attention": row.refused,
     }
 
 

@@ -1,4 +1,6 @@
-"""End to end: the daemon as a real process, a real export dropped in, playlists out.
+"""End to end: the daemon as a real process, a real export dropped in and ListenBrainz
+pulled (a fake on 127.0.0.1 holding some of the export's plays and a few newer ones),
+playlists out.
 
 `songnet run` with a seconds-scale schedule (a sixth, leading cron field for seconds) and a
 tiny training: a real export from ../shared/corpus is copied into the watched folder → it is
@@ -15,6 +17,7 @@ import shutil
 import signal
 import sqlite3
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -22,11 +25,16 @@ import pytest
 from service.sinks import playlist_paths
 from tests.conftest import corpus_source, require_corpus
 from tests.daemon_process import DaemonProcess, run_songnet, songnet_env
+from tests.fake_history import FakeHistory
 from tests.fake_spotify import FakeSpotify
+
+LB_OVERLAP = 20  # export plays ListenBrainz also recorded
+LB_NEW = 5  # listens after the export
 
 EXPORT = "extended-d"
 PLAYLIST = "Evening walk"
 EXPECTED_JOBS = {
+    "pull-sources",
     "watch-exports",
     "weekly-playlists",
     "heartbeat",
@@ -48,7 +56,32 @@ def most_played(export: Path) -> str:
     return f"{artist} - {title}"
 
 
-def daemon_env(tmp_path: Path, fake: FakeSpotify, seed: str) -> dict[str, str]:
+def listenbrainz_listens(export: Path, fake: FakeHistory) -> None:
+    """Some of the export's plays as ListenBrainz stamps them (start times), and newer ones."""
+    plays = []
+    for path in sorted(export.glob("*.json")):
+        if path.name != "SOURCE.json":
+            for r in json.loads(path.read_text(encoding="utf-8")):
+                if r.get("master_metadata_track_name") and r["ms_played"] >= 60_000:
+                    end = int(datetime.fromisoformat(r["ts"]).timestamp())
+                    plays.append((end, r))
+    plays.sort(key=lambda p: p[0])
+    step = len(plays) // LB_OVERLAP
+    for end, r in plays[::step][:LB_OVERLAP]:
+        fake.add_listen(
+            end - r["ms_played"] // 1000,
+            r["master_metadata_album_artist_name"],
+            r["master_metadata_track_name"],
+            duration_ms=r["ms_played"],
+        )
+    last = plays[-1][0]
+    for i in range(LB_NEW):
+        fake.add_listen(last + 600 * (i + 1), "ListenBrainz Only", f"New {i}", duration_ms=200_000)
+
+
+def daemon_env(
+    tmp_path: Path, fake: FakeSpotify, seed: str, history: FakeHistory
+) -> dict[str, str]:
     env = songnet_env(
         tmp_path / "data",
         tmp_path / "exports",
@@ -63,9 +96,22 @@ def daemon_env(tmp_path: Path, fake: FakeSpotify, seed: str) -> dict[str, str]:
         train_min_steps="1",
         spotify_timeout_seconds="5",
         playlists=[{"name": PLAYLIST, "seeds": [seed], "length": 20}],
+        listenbrainz_user=history.lb_user,
+        listenbrainz_url=history.url,
+        source_poll="2",
     )
     env.update(fake.env())
     return env
+
+
+def same_listening_twice(data_dir: Path) -> list[tuple[object, ...]]:
+    """Pairs of plays of one track starting within 30 s of each other, one of them pulled."""
+    return db_rows(
+        data_dir,
+        "SELECT a.id, b.id FROM play a JOIN play b ON a.track_id = b.track_id AND a.id < b.id"
+        " AND abs((a.end_ts - a.ms_played / 1000) - (b.end_ts - b.ms_played / 1000)) <= 30"
+        " AND 'listenbrainz' IN (a.source, b.source)",
+    )
 
 
 def db_rows(data_dir: Path, sql: str) -> list[tuple[object, ...]]:
@@ -79,14 +125,15 @@ def db_rows(data_dir: Path, sql: str) -> list[tuple[object, ...]]:
 @pytest.mark.slow
 @pytest.mark.corpus
 def test_drop_an_export_get_a_playlist_restart_without_duplicates(
-    tmp_path: Path, fake_spotify: FakeSpotify
+    tmp_path: Path, fake_spotify: FakeSpotify, fake_history: FakeHistory
 ) -> None:
     corpus = require_corpus()
     records = sum(corpus_source(EXPORT).values())
     data_dir, exports = tmp_path / "data", tmp_path / "exports"
     exports.mkdir()
     fake_spotify.sign_in(fake_spotify.settings(data_dir))
-    env = daemon_env(tmp_path, fake_spotify, most_played(corpus / EXPORT))
+    listenbrainz_listens(corpus / EXPORT, fake_history)
+    env = daemon_env(tmp_path, fake_spotify, most_played(corpus / EXPORT), fake_history)
 
     # -- first life: drop the export, wait for the playlist ------------------------------------
     daemon = DaemonProcess(["run"], env)
@@ -124,7 +171,12 @@ def test_drop_an_export_get_a_playlist_restart_without_duplicates(
     assert spotify.items == m3u
     plays = db_rows(data_dir, "SELECT count(*) FROM play")[0][0]
     ledger = db_rows(data_dir, "SELECT sha256, imported FROM imported_file ORDER BY id")
-    assert plays == imported["imported"]
+    by_source = dict(db_rows(data_dir, "SELECT source, count(*) FROM play GROUP BY source"))
+    # The listens ListenBrainz shares with the export are stored once, as the export's
+    # (richer) records; only the newer ones stay ListenBrainz's.
+    assert by_source == {"extended": plays - LB_NEW, "listenbrainz": LB_NEW}
+    assert plays - LB_NEW in (imported["imported"], imported["imported"] + LB_OVERLAP)
+    assert not same_listening_twice(data_dir)
 
     # -- second life: nothing twice -------------------------------------------------------------
     posts_before = fake_spotify.count("POST", r"/me/playlists$")
@@ -143,6 +195,10 @@ def test_drop_an_export_get_a_playlist_restart_without_duplicates(
     assert not again.named("job started", job="import"), "an export was imported again"
     assert not again.named("job started", job="train"), "nothing new, nothing to train"
     assert db_rows(data_dir, "SELECT count(*) FROM play")[0][0] == plays
+    pulls = again.named("job finished", job="pull")
+    assert pulls and all(p["outcome"] == "ok" and p["imported"] == 0 for p in pulls)
+    assert status["sources"][0]["source"] == "listenbrainz"
+    assert status["sources"][0]["error"] is None
     assert db_rows(data_dir, "SELECT sha256, imported FROM imported_file ORDER BY id") == ledger
     assert set(status["jobs"]) == EXPECTED_JOBS  # the same jobs as before, once each
     # Each weekly slot ran at most once, across both lives.

@@ -267,6 +267,17 @@ def _print_status(report: dict[str, Any], s: Settings) -> None:
                 p["name"], _short(p["last_generated_at"]), _short(p["last_synced_at"]), state
             )
         con.print(table)
+    for src in report["sources"]:
+        line = (
+            f"source {src['source']}:{src['account']}: last pull {_short(src['last_pull_at'])}, "
+            f"history up to {_short(src['watermark'])}; {src['imported']:,} plays imported, "
+            f"{src['duplicates']:,} duplicates, {src['skipped']:,} skipped"
+        )
+        if src["needs_attention"]:
+            line = f"source {src['source']}:{src['account']}: needs you: {src['error']}"
+        elif src["error"]:
+            line += f"; last pull failed ({src['error']}), retried at the next poll"
+        con.print(line, highlight=False, markup=False)
     spotify = report["spotify"]
     if not spotify["configured"]:
         con.print(

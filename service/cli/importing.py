@@ -1,4 +1,5 @@
-"""`songnet import PATH…`: import Spotify exports (folders, files, zips) into the library.
+"""`songnet import PATH…`: import Spotify exports (folders, files, zips) into the library;
+`--listenbrainz USER` / `--lastfm USER` backfill from those services (one row per source).
 
 A progress bar and the result table go to stderr; with `--json` stdout holds exactly one
 object, `{"files": [...]}`, one entry per file (see `service.importer.FileResult`). Exit 0
@@ -9,12 +10,20 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Annotated
 
 import structlog
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 from sqlalchemy import Engine
@@ -24,6 +33,9 @@ from service.db import DatabaseError, open_database
 from service.features import recompute_features
 from service.importer import FileResult, import_paths, summarise
 from service.lock import cli_write_lock
+from service.pull import pull_source
+from service.sources import HistorySource, configured_sources
+from service.sources.http_json import SourceError
 from songnet_core.exports import ZipLimits
 
 log = structlog.get_logger(__name__)
@@ -33,11 +45,29 @@ log = structlog.get_logger(__name__)
 def import_command(
     ctx: typer.Context,
     paths: Annotated[
-        list[Path],
+        list[Path] | None,
         typer.Argument(
             help="Export folders, files or the zip as Spotify sends it.", show_default=False
         ),
-    ],
+    ] = None,
+    listenbrainz: Annotated[
+        str | None,
+        typer.Option(
+            "--listenbrainz",
+            metavar="USER",
+            help="Pull USER's ListenBrainz listens (after the stored watermark).",
+            show_default=False,
+        ),
+    ] = None,
+    lastfm: Annotated[
+        str | None,
+        typer.Option(
+            "--lastfm",
+            metavar="USER",
+            help="Pull USER's Last.fm scrobbles (needs SONGNET_LASTFM_API_KEY).",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help='Print {"files": [...]} on stdout, nothing else.')
     ] = False,
@@ -51,8 +81,19 @@ def import_command(
         ),
     ] = None,
 ) -> None:
-    """Import Spotify streaming-history exports; every record is accounted for per file."""
+    """Import Spotify streaming-history exports, or pull ListenBrainz / Last.fm history;
+    every record is accounted for per file or source."""
     s = settings(ctx)
+    paths = paths or []
+    only = {name: user for name, user in (("listenbrainz", listenbrainz), ("lastfm", lastfm)) if user}
+    if not paths and not only:
+        typer.echo("error: give export paths, --listenbrainz USER or --lastfm USER", err=True)
+        raise typer.Exit(2)
+    try:
+        sources = configured_sources(s, sleep=time.sleep, only=only) if only else []
+    except SourceError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     limits = ZipLimits()
     if max_unzipped_mb is not None:
         cap = max_unzipped_mb << 20
@@ -65,7 +106,8 @@ def import_command(
         raise typer.Exit(1) from None
     try:
         with cli_write_lock(s.data_dir, "import", s.lock_wait_seconds):
-            results = _import_with_progress(engine, paths, limits)
+            results = _import_with_progress(engine, paths, limits) if paths else []
+            results += [_pull_with_progress(engine, source) for source in sources]
             if any(r.imported for r in results):
                 # The feature cache describes the whole history; new plays change it.
                 recompute_features(engine, tz=s.zone)
@@ -96,6 +138,17 @@ def _import_with_progress(engine: Engine, paths: list[Path], limits: ZipLimits) 
             )
 
         return import_paths(engine, paths, on_progress=on_progress, limits=limits)
+
+
+def _pull_with_progress(engine: Engine, source: HistorySource) -> FileResult:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        task = progress.add_task(f"Pulling {source.name}:{source.account}", total=None)
+
+        def on_progress(done: int, total: int | None, label: str) -> None:
+            progress.update(task, completed=done, total=total)
+
+        return pull_source(engine, source, on_progress=on_progress).summary()
 
 
 def print_results(results: list[FileResult]) -> None:

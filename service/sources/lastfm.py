@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from service.logging import register_secret
 from service.sources import Page, count_skip
 from service.sources.http_json import (
     JsonApi,
@@ -195,6 +196,7 @@ def _classify(status: int, body: Any, headers: Mapping[str, str]) -> SourceError
 def from_settings(
     settings: Any, *, sleep: Callable[[float], None], account: str | None = None
 ) -> LastFm | None:
+    register_secret(settings.lastfm_api_key)  # never in a log line
     user = account or settings.lastfm_user
     if not user:
         return None

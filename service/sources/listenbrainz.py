@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from service.logging import register_secret
 from service.sources import Page, count_skip
 from service.sources.http_json import (
     JsonApi,
@@ -181,6 +182,7 @@ def _classify(status: int, body: Any, headers: Mapping[str, str]) -> SourceError
 def from_settings(
     settings: Any, *, sleep: Callable[[float], None], account: str | None = None
 ) -> ListenBrainz | None:
+    register_secret(settings.listenbrainz_token)  # never in a log line
     user = account or settings.listenbrainz_user
     if not user:
         return None
