@@ -120,6 +120,18 @@ DOCS: list[tuple[str, list[tuple[str, str]]]] = [
         ],
     ),
     (
+        "History sources: ListenBrainz and Last.fm, pulled on a schedule",
+        [
+            ("listenbrainz_user", "Your ListenBrainz user name; empty: not pulled."),
+            ("listenbrainz_token", "Optional user token (reads private listens too); never logged."),
+            ("listenbrainz_url", "API root (a self-hosted ListenBrainz, or tests)."),
+            ("lastfm_user", "Your Last.fm user name; empty: not pulled."),
+            ("lastfm_api_key", "A Last.fm API key (needed with lastfm_user); never logged."),
+            ("lastfm_url", "API root (tests and proxies change it)."),
+            ("source_poll", "Seconds between pulls of each source."),
+        ],
+    ),
+    (
         "The daemon (`songnet run`)",
         [
             ("watch_interval_seconds", "How often the export folder is looked at."),
