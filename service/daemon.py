@@ -52,6 +52,7 @@ from service.cron import parse_crontab
 from service.jobs import DEFERRED, FAILED, JobRun, Jobs
 from service.logging import register_secret
 from service.settings import Settings
+from service.sources import any_configured
 from service.watch import ExportWatcher
 
 log = structlog.get_logger(__name__)
@@ -186,7 +187,7 @@ class Daemon:
             next_run_time=now,
             replace_existing=True,
         )
-        if s.listenbrainz_user or s.lastfm_user:
+        if any_configured(s):
             add(
                 self.pull_sources,
                 IntervalTrigger(seconds=s.source_poll, timezone=self.zone),
@@ -522,7 +523,7 @@ class Daemon:
         files = self._settled_files(sleep, max_settle_rounds)
         if files:
             runs.append(self.jobs.import_files(files, on_file_done=self._mark_handled))
-        if self.settings.listenbrainz_user or self.settings.lastfm_user:
+        if any_configured(self.settings):
             runs.append(self.jobs.pull_sources())
         new_plays, has_model = self.jobs.untrained_plays()
         if new_plays and (not has_model or new_plays >= self.settings.retrain_min_new_plays):

@@ -332,3 +332,25 @@ def test_a_scrobble_and_a_listen_of_the_same_play_are_one_play(
     assert [(s, t, e, ms) for s, t, e, ms in plays(engine)] == [
         ("listenbrainz", "One", T0 + 200, 200_000)
     ]
+
+
+def test_the_pull_job_goes_on_with_other_sources_when_one_fails(
+    fake_history: FakeHistory, tmp_path: Path
+) -> None:
+    from service.jobs import FAILED, Jobs
+    from service.settings import Settings
+
+    fake_history.add_scrobble(T0, "A", "One")
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        listenbrainz_user="nobody",
+        listenbrainz_url=fake_history.url,
+        lastfm_user="listener",
+        lastfm_api_key=fake_history.lastfm_key,
+        lastfm_url=fake_history.url + "/2.0/",
+    )
+    engine = open_database(settings.data_dir)
+    run = Jobs(settings, engine).pull_sources()
+    assert run.outcome == FAILED and "listenbrainz:nobody" in (run.error or "")
+    assert (run.counts["sources"], run.counts["failed"], run.counts["imported"]) == (2, 1, 1)
+    assert [s for s, *_ in plays(engine)] == ["lastfm"]

@@ -68,3 +68,14 @@ def configured_sources(
         if source is not None:
             found.append(source)
     return found
+
+
+def any_configured(settings: Any) -> bool:
+    """Whether the settings set up a pull source (one missing its key counts: its pull job
+    says what is missing)."""
+    from service.sources.http_json import SourceError
+
+    try:
+        return bool(configured_sources(settings, sleep=lambda _s: None))
+    except SourceError:
+        return True
