@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import structlog
 from sqlalchemy import Engine
@@ -22,7 +22,7 @@ from service import tables
 from service.importer import FileResult, import_pulled
 from service.sources import HistorySource, Page
 from service.sources.http_json import SourceError, SourceRefused
-from songnet_core.exports import ParsedExport
+from songnet_core.exports import EARLIEST_PLAY_TS, FUTURE_TOLERANCE_S, ParsedExport
 
 log = structlog.get_logger(__name__)
 
@@ -87,6 +87,7 @@ def pull_source(
     log.info("pull started", source=outcome.label, watermark=outcome.watermark)
     try:
         for page in source.pages(outcome.watermark):
+            page = _plausible(page, latest=int(clock()) + FUTURE_TOLERANCE_S)
             parsed = ParsedExport(source.name, page.records, page.rows, page.skipped)
 
             def record(
@@ -138,6 +139,18 @@ def pull_source(
             watermark=outcome.watermark,
         )
     return outcome
+
+
+def _plausible(page: Page, latest: int) -> Page:
+    """The page without plays that cannot be real (the export's rule), and a watermark that
+    a listen stamped in the future cannot push past what can have been played."""
+    rows = [r for r in page.rows if EARLIEST_PLAY_TS <= r[0] <= latest]
+    skipped = dict(page.skipped)
+    if len(rows) < len(page.rows):
+        skipped["implausible_time"] = (
+            skipped.get("implausible_time", 0) + len(page.rows) - len(rows)
+        )
+    return replace(page, rows=rows, skipped=skipped, watermark=min(page.watermark, latest))
 
 
 def _ensure_state(engine: Engine, source: str, account: str, now: int) -> None:

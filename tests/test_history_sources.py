@@ -354,3 +354,18 @@ def test_the_pull_job_goes_on_with_other_sources_when_one_fails(
     assert run.outcome == FAILED and "listenbrainz:nobody" in (run.error or "")
     assert (run.counts["sources"], run.counts["failed"], run.counts["imported"]) == (2, 1, 1)
     assert [s for s, *_ in plays(engine)] == ["lastfm"]
+
+
+def test_a_listen_stamped_in_the_future_is_skipped_and_does_not_move_the_watermark(
+    fake_history: FakeHistory, engine: Engine
+) -> None:
+    now = T0 + 10_000
+    fake_history.add_listen(T0, "A", "One")
+    fake_history.add_listen(now + 10 * 86_400, "A", "From the future")
+    fake_history.add_listen(1000, "A", "From 1970")
+    outcome = pull_source(engine, listenbrainz(fake_history, Sleeps()), clock=lambda: now)
+    total = outcome.summary()
+    assert (total.imported, total.skipped) == (1, {"implausible_time": 2})
+    state = stored_state(engine, "listenbrainz", "listener")
+    assert state is not None and state.watermark is not None
+    assert state.watermark <= now + 86_400
