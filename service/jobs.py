@@ -28,10 +28,10 @@ import structlog
 from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
-from service import tables
+from service import playlist_store, tables
 from service.lock import FileLock, read_holder, write_lock_file
 from service.playlist_shape import Playlist
-from service.settings import PlaylistConfig, Settings
+from service.settings import Settings
 from service.sinks import playlists_dir, write_playlist_files
 
 log = structlog.get_logger(__name__)
@@ -292,13 +292,7 @@ class Jobs:
     # -- playlists -------------------------------------------------------------------------
 
     def ever_generated(self) -> bool:
-        with Session(self.engine) as session:
-            found = session.exec(
-                select(tables.PlaylistState.config_id).where(
-                    col(tables.PlaylistState.last_generated_at).is_not(None)
-                )
-            ).first()
-        return found is not None
+        return playlist_store.ever_generated(self.engine)
 
     def publish(self, job: str, *, reason: str, scheduled_for: int | None = None) -> JobRun:
         """Generate the configured playlists, write their files, and sync them to Spotify."""
@@ -314,7 +308,6 @@ class Jobs:
                 return
             # In a child process, like training; the files and the sync stay here.
             from service.child_tasks import generate_in_child
-            from service.spotify.sync import record_generated
 
             now = int(self.clock())
             generated: list[Playlist] = []
@@ -328,10 +321,12 @@ class Jobs:
                 if isinstance(playlist, str):
                     failed += 1
                     log.error("playlist not generated", playlist=config.name, error=playlist)
-                    self._note_playlist_error(config, f"generation failed: {playlist}")
+                    playlist_store.note_error(
+                        self.engine, config.id, config.name, f"generation failed: {playlist}"
+                    )
                     continue
                 paths = write_playlist_files(self.settings.data_dir, playlist, generated_at=now)
-                record_generated(self.engine, config, playlist, now)
+                playlist_store.record_generated(self.engine, config.id, config.name, playlist, now)
                 log.info(
                     "playlist written",
                     playlist=config.name,
@@ -366,30 +361,8 @@ class Jobs:
         return self.run("sync-retry", body, reason="spotify deferral ended")
 
     def stored_playlists(self) -> list[Playlist]:
-        """The last generated list of each playlist still configured, from `playlist_state`."""
-        model = self.promoted_version()
-        with Session(self.engine) as session:
-            rows = session.exec(select(tables.PlaylistState)).all()
-        return [
-            StoredPlaylist(
-                config_id=row.config_id,
-                name=row.name,
-                tracks=[
-                    StoredTrack(
-                        track_id=t.get("track_id"),
-                        artist=t["artist"],
-                        title=t["title"],
-                        uri=t.get("uri"),
-                        reason=t.get("reason", ""),
-                        is_seed=bool(t.get("seed")),
-                    )
-                    for t in json.loads(row.tracks_json or "[]")
-                ],
-                model_version=model,
-            )
-            for row in rows
-            if not row.removed_from_config and row.last_generated_at is not None
-        ]
+        """The last generated list of each playlist still configured."""
+        return list(playlist_store.stored_playlists(self.engine, self.promoted_version()))
 
     def promoted_version(self) -> int | None:
         with Session(self.engine) as session:
@@ -433,24 +406,9 @@ class Jobs:
         elif deferred and run.outcome == OK:
             run.outcome = DEFERRED
 
-    def _note_playlist_error(self, config: PlaylistConfig, error: str) -> None:
-        with Session(self.engine) as session:
-            row = session.get(tables.PlaylistState, config.id) or tables.PlaylistState(
-                config_id=config.id, name=config.name
-            )
-            row.last_error = error
-            session.add(row)
-            session.commit()
-
     def deferred_syncs(self) -> dict[str, int]:
         """Playlists whose Spotify sync waits for a time Spotify named (id -> epoch s)."""
-        with Session(self.engine) as session:
-            rows = session.exec(
-                select(tables.PlaylistState).where(
-                    col(tables.PlaylistState.deferred_until).is_not(None)
-                )
-            ).all()
-        return {r.config_id: int(r.deferred_until or 0) for r in rows if not r.removed_from_config}
+        return playlist_store.deferred(self.engine)
 
     # -- run records -----------------------------------------------------------------------
 
@@ -464,26 +422,6 @@ class Jobs:
                 )
             value = session.exec(query).one()
         return None if value is None else int(value)
-
-
-@dataclass(frozen=True)
-class StoredTrack:
-    track_id: int | None
-    artist: str
-    title: str
-    uri: str | None
-    reason: str
-    is_seed: bool
-
-
-@dataclass(frozen=True)
-class StoredPlaylist:
-    """A generated list as `playlist_state` keeps it (for a deferred sync's retry)."""
-
-    config_id: str
-    name: str
-    tracks: list[StoredTrack]
-    model_version: int | None
 
 
 def _train_counts(outcome: Any) -> dict[str, Any]:

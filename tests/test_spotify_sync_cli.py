@@ -115,3 +115,42 @@ def test_sync_exits_3_when_deferred_and_1_when_failed(
     failed = sync(fake_spotify, data_dir, seeds)
     assert failed.exit_code == 1, failed.output
     assert "weekly-mix: failed" in failed.stderr and "allowlisted" in failed.stderr
+
+
+def test_sync_always_writes_the_files_and_loads_the_library_once(
+    fake_spotify: FakeSpotify, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service import playlists
+    from service.sinks import playlist_paths
+
+    seeds = stock_the_fake(fake_spotify, data_dir)
+    fake_spotify.sign_in(fake_spotify.settings(data_dir))
+    loads: list[int] = []
+    real_load = playlists.Library.load.__func__  # type: ignore[attr-defined]
+
+    def counted(cls: Any, engine: Any, settings: Any) -> Any:
+        loads.append(1)
+        return real_load(cls, engine, settings)
+
+    monkeypatch.setattr(playlists.Library, "load", classmethod(counted))
+    env = {
+        **fake_spotify.env(),
+        "SONGNET_SPOTIFY_TIMEOUT_SECONDS": "5",
+        "SONGNET_PLAYLISTS": json.dumps(
+            [
+                {"name": "Weekly Mix", "seeds": seeds, "length": 20},
+                {"name": "Second Mix", "seeds": seeds[:1], "length": 10},
+            ]
+        ),
+    }
+    dry = CliRunner().invoke(app, ["--data-dir", str(data_dir), "sync", "--dry-run"], env=env)
+    assert dry.exit_code == 0, dry.output
+    assert not playlist_paths(data_dir, "Weekly Mix").m3u8.exists()  # a dry run writes nothing
+    result = CliRunner().invoke(app, ["--data-dir", str(data_dir), "sync"], env=env)
+    assert result.exit_code == 0, result.output
+    for name, length in (("Weekly Mix", 20), ("Second Mix", 10)):
+        files = playlist_paths(data_dir, name)
+        document = json.loads(files.json.read_text(encoding="utf-8"))
+        assert len(document["tracks"]) == length
+        assert files.m3u8.read_text(encoding="utf-8").startswith("#EXTM3U")
+    assert len(loads) == 2  # one per run (dry and real), not one per playlist

@@ -18,7 +18,6 @@ import typer
 
 from service.cli.app import app, err_console, settings
 from service.db import DatabaseError, open_database
-from service.playlist_shape import Playlist
 from service.settings import PlaylistConfig, Settings
 from service.spotify.auth import (
     RedirectListener,
@@ -32,7 +31,6 @@ from service.spotify.errors import AuthError, NotConfigured, SpotifyError
 from service.spotify.sync import (
     SyncOutcome,
     SyncRun,
-    record_generated,
     sync_playlists,
 )
 
@@ -265,29 +263,14 @@ def sync(
 def _generate_and_sync(
     engine: Any, s: Settings, configs: list[PlaylistConfig], *, dry_run: bool
 ) -> SyncRun:
-    # Imported here: the model side is heavy (torch) and `auth`/`whoami` do not need it.
-    from service.playlists import generate_for_config
+    from service.publish import generate_and_write
 
-    now = int(time.time())
-    generated: list[Playlist] = []
-    failed: list[SyncOutcome] = []
-    for config in configs:
-        try:
-            playlist = generate_for_config(engine, s, config, now=now)
-        except Exception as exc:  # the generator's own errors; report and go on
-            log.error(
-                "playlist not generated",
-                playlist=config.id,
-                error=str(exc),
-                error_type=type(exc).__name__,
-            )
-            failed.append(
-                SyncOutcome(config.id, config.name, "failed", error=f"generation failed: {exc}")
-            )
-            continue
-        generated.append(playlist)
-        if not dry_run:
-            record_generated(engine, config, playlist, now)
+    # The same use case as the daemon's: one library load, files always written.
+    done = generate_and_write(engine, s, configs, now=int(time.time()), write=not dry_run)
+    generated = done.playlists
+    failed = [
+        SyncOutcome(config.id, config.name, "failed", error=error) for config, error in done.failed
+    ]
     by_id: dict[str, SyncOutcome] = {o.config_id: o for o in failed}
     if dry_run:
         for p in generated:

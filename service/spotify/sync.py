@@ -20,7 +20,6 @@ run, and there is never more than one playlist per configuration.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import threading
 import time
@@ -31,9 +30,8 @@ from typing import Any, Literal
 
 import structlog
 from sqlalchemy import Engine
-from sqlmodel import Session, select
 
-from service import tables
+from service import playlist_store, tables
 from service.playlist_shape import Playlist
 from service.settings import PlaylistConfig, Settings
 from service.spotify.client import MAX_ITEMS_PER_REQUEST, SpotifyClient, client_from_settings
@@ -143,19 +141,13 @@ class PlaylistSyncer:
     # -- state ---------------------------------------------------------------------------
 
     def _state(self, config: PlaylistConfig) -> tables.PlaylistState:
-        with Session(self.engine) as session:
-            row = session.get(tables.PlaylistState, config.id)
-            return row or tables.PlaylistState(config_id=config.id, name=config.name)
+        row = playlist_store.get(self.engine, config.id)
+        return row or tables.PlaylistState(config_id=config.id, name=config.name)
 
     def _save(self, config_id: str, **values: Any) -> None:
-        with Session(self.engine) as session:
-            row = session.get(tables.PlaylistState, config_id)
-            if row is None:
-                row = tables.PlaylistState(config_id=config_id, name=values.get("name", config_id))
+        with playlist_store.update(self.engine, config_id, values.get("name", config_id)) as row:
             for key, value in values.items():
                 setattr(row, key, value)
-            session.add(row)
-            session.commit()
 
     # -- one playlist --------------------------------------------------------------------
 
@@ -334,53 +326,6 @@ class PlaylistSyncer:
         self._retrying("write playlist items")(attempt)
 
 
-def mark_removed_playlists(engine: Engine, config_ids: set[str]) -> list[str]:
-    """Flag `playlist_state` rows whose configuration is gone (left as they are in Spotify,
-    no longer updated); returns the newly flagged ids. A configuration that comes back is
-    unflagged."""
-    newly: list[str] = []
-    with Session(engine) as session:
-        for row in session.exec(select(tables.PlaylistState)).all():
-            removed = row.config_id not in config_ids
-            if removed and not row.removed_from_config:
-                newly.append(row.config_id)
-            if removed != row.removed_from_config:
-                row.removed_from_config = removed
-                session.add(row)
-        session.commit()
-    for config_id in newly:
-        log.info(
-            "playlist no longer configured; left as it is in Spotify and not updated",
-            playlist=config_id,
-        )
-    return newly
-
-
-def record_generated(
-    engine: Engine, config: PlaylistConfig, playlist: Playlist, now: int
-) -> None:
-    """Keep the generated list in `playlist_state` (what `status` and the next run see)."""
-    tracks = [
-        {
-            "track_id": t.track_id,
-            "artist": t.artist,
-            "title": t.title,
-            "uri": t.uri,
-            "reason": t.reason,
-            "seed": t.is_seed,
-        }
-        for t in playlist.tracks
-    ]
-    with Session(engine) as session:
-        row = session.get(tables.PlaylistState, config.id) or tables.PlaylistState(
-            config_id=config.id, name=config.name
-        )
-        row.name, row.last_generated_at, row.tracks_json = config.name, now, json.dumps(tracks)
-        row.removed_from_config = False
-        session.add(row)
-        session.commit()
-
-
 @dataclass
 class SyncRun:
     """The outcomes of one `sync_playlists` call, one per playlist, in order."""
@@ -433,7 +378,7 @@ def sync_playlists(
     Without Spotify credentials or a sign-in every outcome says so (`needs_sign_in`).
     """
     run = SyncRun()
-    mark_removed_playlists(
+    playlist_store.mark_removed(
         engine, {c.id for c in settings.playlists} | {p.config_id for p in playlists}
     )
     syncer: PlaylistSyncer | None = None
@@ -487,12 +432,7 @@ def sync_playlists(
 
 
 def _save_outcome(engine: Engine, config: PlaylistConfig, outcome: SyncOutcome) -> None:
-    with Session(engine) as session:
-        row = session.get(tables.PlaylistState, config.id) or tables.PlaylistState(
-            config_id=config.id, name=config.name
-        )
+    with playlist_store.update(engine, config.id, config.name) as row:
         row.last_error = f"{outcome.error} ({outcome.hint})" if outcome.hint else outcome.error
         if outcome.status == "deferred":
             row.deferred_until = outcome.deferred_until
-        session.add(row)
-        session.commit()
