@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,8 +31,9 @@ from sqlmodel import Session, col, select
 from service import playlist_store, tables
 from service.lock import FileLock, read_holder, write_lock_file
 from service.playlist_shape import Playlist
+from service.playlist_sink import PlaylistSink, SinkOutcome
 from service.settings import Settings
-from service.sinks import playlists_dir, write_playlist_files
+from service.sinks import playlists_dir
 
 log = structlog.get_logger(__name__)
 
@@ -306,41 +307,30 @@ class Jobs:
                     hint=f"put your Spotify export into {self.settings.export_dir}; songnet trains once it is imported",
                 )
                 return
-            # In a child process, like training; the files and the sync stay here.
+            # Generated in a child process, like training; the store and the sinks stay here.
             from service.child_tasks import generate_in_child
+            from service.publish import deliver, from_child
+            from service.spotify.errors import Interrupted
 
             now = int(self.clock())
-            generated: list[Playlist] = []
-            failed = 0
             results = generate_in_child(
                 self.settings, list(self.settings.playlists), now=now, stop=self.stop
             )
-            if results.stopped:
+            done = from_child(results)
+            try:
+                deliver(self.engine, done, self._sinks(), now=now, should_stop=self.stop.is_set)
+            except Interrupted:  # shutdown during a sink's wait
                 run.outcome = INTERRUPTED
-            for config, playlist in results.playlists:
-                if isinstance(playlist, str):
-                    failed += 1
-                    log.error("playlist not generated", playlist=config.name, error=playlist)
-                    playlist_store.note_error(
-                        self.engine, config.id, config.name, f"generation failed: {playlist}"
-                    )
-                    continue
-                paths = write_playlist_files(self.settings.data_dir, playlist, generated_at=now)
-                playlist_store.record_generated(self.engine, config.id, config.name, playlist, now)
-                log.info(
-                    "playlist written",
-                    playlist=config.name,
-                    tracks=len(playlist.tracks),
-                    m3u8=str(paths.m3u8),
-                )
-                generated.append(playlist)
+                return
+            if done.stopped:
+                run.outcome = INTERRUPTED
+            generated, failed = done.playlists, len(done.failed)
             run.counts.update(
                 playlists=len(generated),
                 failed=failed,
                 tracks=sum(len(p.tracks) for p in generated),
             )
-            if generated and not self.stop.is_set():
-                self._sync(run, generated)
+            self._count_outcomes(run, done.outcomes)
             if failed and run.outcome == OK:
                 run.outcome = FAILED
                 run.error = f"{failed} playlist(s) could not be generated"
@@ -348,17 +338,26 @@ class Jobs:
         return self.run(job, body, scheduled_for=scheduled_for, reason=reason)
 
     def retry_deferred_syncs(self) -> JobRun:
-        """Sync again the lists whose sync Spotify deferred (the same lists, not new ones)."""
+        """Write again the lists a remote sink deferred (the same lists, not new ones)."""
 
         def body(run: JobRun) -> None:
+            from service.spotify.errors import Interrupted
+
             now = self.clock()
             due = {cid for cid, at in self.deferred_syncs().items() if at <= now + 1}
             stored = [p for p in self.stored_playlists() if p.config_id in due]
             run.counts["playlists"] = len(stored)
-            if stored:
-                self._sync(run, stored)
+            if not stored:
+                return
+            sinks = [sink for sink in self._sinks() if sink.remote]
+            try:
+                outcomes = {sink.name: sink.write(stored, now=int(now)) for sink in sinks}
+            except Interrupted:
+                run.outcome = INTERRUPTED
+                return
+            self._count_outcomes(run, outcomes)
 
-        return self.run("sync-retry", body, reason="spotify deferral ended")
+        return self.run("sync-retry", body, reason="sink deferral ended")
 
     def stored_playlists(self) -> list[Playlist]:
         """The last generated list of each playlist still configured."""
@@ -370,39 +369,42 @@ class Jobs:
                 select(tables.ModelVersion.id).where(col(tables.ModelVersion.promoted))
             ).first()
 
-    def _sync(self, run: JobRun, playlists: list[Playlist]) -> None:
-        if not self.settings.spotify_configured:
-            if not self._spotify_off_logged:
-                log.info(
-                    "spotify sync is off",
-                    why="no SONGNET_SPOTIFY_CLIENT_ID / SONGNET_SPOTIFY_CLIENT_SECRET",
-                    playlists_dir=str(playlists_dir(self.settings.data_dir)),
-                    hint="playlists are written as .m3u8 and .json files; see docs/spotify-app.md to sync them",
-                )
-                self._spotify_off_logged = True
-            run.counts["synced"] = 0
-            return
-        from service.spotify.errors import Interrupted
-        from service.spotify.sync import sync_playlists
+    def _sinks(self) -> list[PlaylistSink]:
+        from service.publish import sinks_from_settings
 
-        try:
-            outcomes = sync_playlists(self.engine, self.settings, playlists, stop=self.stop)
-        except Interrupted:
-            run.outcome = INTERRUPTED
-            return
+        if not self.settings.spotify_configured and not self._spotify_off_logged:
+            log.info(
+                "spotify sync is off",
+                why="no SONGNET_SPOTIFY_CLIENT_ID / SONGNET_SPOTIFY_CLIENT_SECRET",
+                playlists_dir=str(playlists_dir(self.settings.data_dir)),
+                hint="playlists are written as .m3u8 and .json files; see docs/spotify-app.md to sync them",
+            )
+            self._spotify_off_logged = True
+        return sinks_from_settings(self.engine, self.settings, stop=self.stop)
+
+    def _count_outcomes(self, run: JobRun, outcomes: dict[str, Sequence[SinkOutcome]]) -> None:
+        """The remote sinks' outcomes as the run's "synced" counts; deferrals to retry."""
         synced = deferred = failed = 0
-        for result in outcomes:
-            if result.status == "deferred" and result.deferred_until is not None:
-                deferred += 1
-                run.deferred[result.config_id] = float(result.deferred_until)
-            elif result.status == "written":
-                synced += 1
-            else:
-                failed += 1
+        local_failed = 0
+        for name, results in outcomes.items():
+            remote = name != "files"
+            for result in results:
+                if result.status == "deferred" and result.deferred_until is not None:
+                    deferred += 1
+                    at = float(result.deferred_until)
+                    run.deferred[result.config_id] = min(at, run.deferred.get(result.config_id, at))
+                elif result.status == "written":
+                    synced += remote
+                elif remote:
+                    failed += 1
+                else:
+                    local_failed += 1
         run.counts.update(synced=synced, sync_deferred=deferred, sync_failed=failed)
-        if failed:
+        if failed or local_failed:
             run.outcome = FAILED
-            run.error = f"{failed} playlist(s) not synced to Spotify; `songnet status` says why"
+            run.error = (
+                f"{failed + local_failed} playlist write(s) failed; `songnet status` says why"
+            )
         elif deferred and run.outcome == OK:
             run.outcome = DEFERRED
 

@@ -11,13 +11,19 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
+import structlog
+
 from service.playlist_shape import Playlist
+from service.playlist_sink import Outcome, SinkOutcome
 from service.settings import slugify
+
+log = structlog.get_logger(__name__)
 
 PLAYLISTS_DIR = "playlists"
 
@@ -90,6 +96,39 @@ def write_playlist_files(
     _write_atomically(paths.m3u8, render_m3u8(playlist))
     _write_atomically(paths.json, render_json(playlist, generated_at))
     return paths
+
+
+class FileSink:
+    """The file sink as a `PlaylistSink`: always on, never deferred."""
+
+    name = "files"
+    remote = False
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+
+    def write(self, playlists: Sequence[Playlist], *, now: int) -> Sequence[SinkOutcome]:
+        outcomes: list[SinkOutcome] = []
+        for playlist in playlists:
+            try:
+                paths = write_playlist_files(self.data_dir, playlist, generated_at=now)
+            except OSError as exc:  # a full disk or a read-only folder: the others go on
+                log.error(
+                    "playlist files not written",
+                    playlist=playlist.name,
+                    error=str(exc),
+                    hint=f"check that {playlists_dir(self.data_dir)} is writable and has room",
+                )
+                outcomes.append(Outcome(playlist.config_id, "failed", error=str(exc)))
+                continue
+            log.info(
+                "playlist written",
+                playlist=playlist.name,
+                tracks=len(playlist.tracks),
+                m3u8=str(paths.m3u8),
+            )
+            outcomes.append(Outcome(playlist.config_id, "written"))
+        return outcomes
 
 
 def _one_line(text: str) -> str:

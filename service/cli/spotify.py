@@ -31,7 +31,6 @@ from service.spotify.errors import AuthError, NotConfigured, SpotifyError
 from service.spotify.sync import (
     SyncOutcome,
     SyncRun,
-    sync_playlists,
 )
 
 log = structlog.get_logger(__name__)
@@ -263,17 +262,21 @@ def sync(
 def _generate_and_sync(
     engine: Any, s: Settings, configs: list[PlaylistConfig], *, dry_run: bool
 ) -> SyncRun:
-    from service.publish import generate_and_write
+    from service.publish import generate, publish, sinks_from_settings
 
-    # The same use case as the daemon's: one library load, files always written.
-    done = generate_and_write(engine, s, configs, now=int(time.time()), write=not dry_run)
-    generated = done.playlists
-    failed = [
-        SyncOutcome(config.id, config.name, "failed", error=error) for config, error in done.failed
-    ]
-    by_id: dict[str, SyncOutcome] = {o.config_id: o for o in failed}
+    # The daemon's use case: one library load; the files are always written.
+    now = int(time.time())
     if dry_run:
-        for p in generated:
+        done = generate(engine, s, configs, now=now)  # a dry run keeps and writes nothing
+    else:
+        done = publish(engine, s, configs, sinks_from_settings(engine, s), now=now)
+    by_id: dict[str, SyncOutcome] = {
+        config.id: SyncOutcome(config.id, config.name, "failed", error=error)
+        for config, error in done.failed
+    }
+    names = {p.config_id: p.name for p in done.playlists}
+    for p in done.playlists:
+        if dry_run:
             by_id[p.config_id] = SyncOutcome(
                 p.config_id,
                 p.name,
@@ -281,7 +284,15 @@ def _generate_and_sync(
                 tracks=len(p.tracks),
                 unresolved=sum(1 for t in p.tracks if not t.uri),
             )
-    else:
-        for outcome in sync_playlists(engine, s, generated):
-            by_id[outcome.config_id] = outcome
+    for sink, outcomes in done.outcomes.items():
+        for outcome in outcomes:
+            if isinstance(outcome, SyncOutcome):
+                by_id[outcome.config_id] = outcome
+            elif outcome.status == "failed":  # the files could not be written
+                by_id[outcome.config_id] = SyncOutcome(
+                    outcome.config_id,
+                    names[outcome.config_id],
+                    "failed",
+                    error=f"{sink}: {outcome.error}",
+                )
     return SyncRun(outcomes=[by_id[c.id] for c in configs if c.id in by_id])
