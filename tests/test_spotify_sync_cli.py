@@ -154,3 +154,47 @@ def test_sync_always_writes_the_files_and_loads_the_library_once(
         assert len(document["tracks"]) == length
         assert files.m3u8.read_text(encoding="utf-8").startswith("#EXTM3U")
     assert len(loads) == 2  # one per run (dry and real), not one per playlist
+
+
+def test_publish_hands_each_sink_the_runs_playlists_and_returns_their_outcomes(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    from collections.abc import Sequence
+
+    from service.playlist_shape import Playlist
+    from service.playlist_sink import Outcome, SinkOutcome
+    from service.publish import publish
+    from service.settings import PlaylistConfig, Settings
+    from service.sinks import FileSink
+
+    class DeferringSink:
+        """A remote sink that is busy until a given time."""
+
+        name = "busy"
+        remote = True
+
+        def __init__(self) -> None:
+            self.received: list[str] = []
+
+        def write(self, playlists: Sequence[Playlist], *, now: int) -> Sequence[SinkOutcome]:
+            self.received += [p.config_id for p in playlists]
+            return [Outcome(p.config_id, "deferred", deferred_until=now + 3600) for p in playlists]
+
+    engine = open_database(data_dir)
+    s = Settings(data_dir=data_dir)
+    configs = [PlaylistConfig(name="One", length=5), PlaylistConfig(name="Two", length=5)]
+    busy = DeferringSink()
+    done = publish(engine, s, configs, [FileSink(data_dir), busy], now=1_900_000_000)
+    engine.dispose()
+    assert [p.config_id for p in done.playlists] == ["one", "two"]
+    assert busy.received == ["one", "two"]
+    assert [o.status for o in done.outcomes["busy"]] == ["deferred", "deferred"]
+    assert {o.deferred_until for o in done.outcomes["busy"]} == {1_900_003_600}
+    assert (data_dir / "playlists" / "one.m3u8").exists()
+    assert (data_dir / "playlists" / "two.json").exists()
+    assert [o.status for o in done.outcomes["files"]] == ["written", "written"]
+    # Where the files cannot go, the file sink says so per playlist instead of raising.
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file, not a folder")
+    failed = FileSink(blocked).write(done.playlists, now=1_900_000_000)
+    assert [o.status for o in failed] == ["failed", "failed"] and all(o.error for o in failed)
