@@ -119,14 +119,18 @@ def test_listenbrainz_rate_limit_headers_are_honoured_with_the_injected_sleep(
     fake_history: FakeHistory, engine: Engine
 ) -> None:
     fake_history.add_listen(T0, "A", "One")
+    fake_history.add_listen(T0 + 300, "A", "Two")
+    fake_history.add_listen(T0 + 600, "A", "Three")
     fake_history.lb_remaining = 0
     fake_history.lb_reset_in = 7
     fake_history.fail("lb", Fault(429, b"{}", {"X-RateLimit-Reset-In": "5"}))
     sleeps = Sleeps()
-    outcome = pull_source(engine, listenbrainz(fake_history, sleeps))
-    assert outcome.error is None and outcome.imported == 1
-    # The 429 waits its Reset-In; an answer with nothing remaining waits before the next call.
-    assert sleeps == [5.0, 7.0]
+    outcome = pull_source(engine, listenbrainz(fake_history, sleeps, page_size=2))
+    assert outcome.error is None and outcome.imported == 3
+    assert [p.records for p in outcome.pages] == [2, 2, 1]
+    # The 429 waits its Reset-In; an answer with nothing remaining waits before the next
+    # request, and not after the last one.
+    assert sleeps == [5.0, 7.0, 7.0]
 
 
 def test_listenbrainz_5xx_and_malformed_json_are_retried(

@@ -84,9 +84,9 @@ class ListenBrainz:
             # A full page: the next one repeats the newest second (see the module's note).
             next_min = newest - 1 if full and newest - 1 > min_ts else newest
             yield Page(rows, len(listens), skipped, next_min, fetched, None)
-            self._respect_rate_limit(answer.headers)
             if not full or next_min <= min_ts:
                 return
+            self._respect_rate_limit(answer.headers)  # before the next request only
             min_ts = next_min
 
     def _respect_rate_limit(self, headers: Mapping[str, str]) -> None:
