@@ -1,9 +1,10 @@
 """A thin JSON-over-HTTP client for the history services, with retries and an injected sleep.
 
-Why not liblistenbrainz / pylast: both sleep on their own when rate limited (time.sleep,
-which a test or a shutdown cannot cut short), and pylast hard-codes its API root. A few lines
-on `requests` + `tenacity` keep the root a setting, every wait injectable, and the error
-classes ours.
+Why not liblistenbrainz / pylast: liblistenbrainz waits out rate limits by itself (its README:
+"handles ratelimits automatically"), a sleep that neither a test nor a shutdown can cut
+short; pylast adds its own HTTP stack and network objects for two GET calls. A few lines on
+`requests` + `tenacity` (both already dependencies) keep the API root a setting, every wait
+injectable, and the error classes ours. (Judged from their documentation, not their code.)
 
     SourceError            a pull failed
     ├── SourceUnavailable  5xx, timeout, refused or dropped connection, unreadable JSON:
