@@ -16,7 +16,9 @@ account-data export of the same listening is recognised too. Matching is one to 
 
 Speed. 500k plays go through `sqlite3` executemany on the engine's raw connection (the ORM
 is far too slow for that), with tracks and artists resolved through in-memory maps that are
-reloaded only when another connection changed the database.
+reloaded only when another connection changed the database. `import_session` keeps that
+connection and those maps for several `import_paths` calls (the daemon's import job takes
+the files one at a time), so they are loaded once per job, not once per file.
 """
 
 from __future__ import annotations
@@ -94,30 +96,17 @@ def import_paths(
     clock: Callable[[], float] = time.time,
 ) -> list[FileResult]:
     """Import every export file under `paths`; one result per file found, in order."""
-    sources = find_sources([Path(p) for p in paths], limits)
-    total = sum(s.size for s in sources if isinstance(s, ExportFile))
-    done = 0
-    results: list[FileResult] = []
-    with _Importer.open(engine, clock) as importer:
-        for source in sources:
-            if isinstance(source, SkippedSource):
-                result = FileResult(source.label, None, 0, 0, 0, {}, "ignored", source.reason)
-            elif isinstance(source, UnreadableSource):
-                result = importer.fail_unread(source.label, 0, source.error)
-            else:
-                base = done
+    with import_session(engine, clock=clock) as session:
+        return session.import_paths(paths, on_progress=on_progress, limits=limits)
 
-                def chunk(n: int, base: int = base, label: str = source.label) -> None:
-                    if on_progress is not None:
-                        on_progress(base + n, total, label)
 
-                result = importer.import_file(source, limits, chunk)
-                done += source.size
-                if on_progress is not None:
-                    on_progress(done, total, source.label)
-            _log_result(result)
-            results.append(result)
-    return results
+@contextmanager
+def import_session(
+    engine: Engine, *, clock: Callable[[], float] = time.time
+) -> Iterator[ImportSession]:
+    """One connection and the library's in-memory maps for several `import_paths` calls."""
+    with ImportSession.open(engine, clock) as session:
+        yield session
 
 
 def _log_result(result: FileResult) -> None:
@@ -182,8 +171,8 @@ def _unread_key(label: str) -> str:
     return "unread:" + hashlib.sha256(label.encode()).hexdigest()
 
 
-class _Importer:
-    """One import run on one raw SQLite connection; each file is one transaction."""
+class ImportSession:
+    """Imports on one raw SQLite connection; each file is one transaction."""
 
     def __init__(self, conn: sqlite3.Connection, clock: Callable[[], float]) -> None:
         self.conn = conn
@@ -194,7 +183,7 @@ class _Importer:
 
     @classmethod
     @contextmanager
-    def open(cls, engine: Engine, clock: Callable[[], float]) -> Iterator[_Importer]:
+    def open(cls, engine: Engine, clock: Callable[[], float]) -> Iterator[ImportSession]:
         fairy = engine.raw_connection()
         conn = fairy.driver_connection
         assert isinstance(conn, sqlite3.Connection)
@@ -218,6 +207,38 @@ class _Importer:
             conn.execute(f"PRAGMA cache_size = {int(saved_cache)}")
             conn.isolation_level = saved
             fairy.close()
+
+    def import_paths(
+        self,
+        paths: Sequence[Path | str],
+        *,
+        on_progress: ProgressCallback | None = None,
+        limits: ZipLimits = ZipLimits(),
+    ) -> list[FileResult]:
+        """Import every export file under `paths`; one result per file found, in order."""
+        sources = find_sources([Path(p) for p in paths], limits)
+        total = sum(s.size for s in sources if isinstance(s, ExportFile))
+        done = 0
+        results: list[FileResult] = []
+        for source in sources:
+            if isinstance(source, SkippedSource):
+                result = FileResult(source.label, None, 0, 0, 0, {}, "ignored", source.reason)
+            elif isinstance(source, UnreadableSource):
+                result = self.fail_unread(source.label, 0, source.error)
+            else:
+                base = done
+
+                def chunk(n: int, base: int = base, label: str = source.label) -> None:
+                    if on_progress is not None:
+                        on_progress(base + n, total, label)
+
+                result = self.import_file(source, limits, chunk)
+                done += source.size
+                if on_progress is not None:
+                    on_progress(done, total, source.label)
+            _log_result(result)
+            results.append(result)
+        return results
 
     # --- one file ------------------------------------------------------------------------------
 
