@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -126,6 +127,18 @@ def test_local_hours_match_datetime(stamps: list[int], zone: str) -> None:
     tz = ZoneInfo(zone)
     got = local_hours(np.asarray(stamps, dtype=np.int64), tz)
     assert got.tolist() == [datetime.fromtimestamp(s, tz).hour for s in stamps]
+
+
+@pytest.mark.parametrize(
+    "zone", ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "America/Sao_Paulo"]
+)
+def test_local_hours_match_datetime_through_every_change_of_a_year(zone: str) -> None:
+    # Every quarter hour of 2023 and 2024 (some seconds into it): the days the zone changes
+    # its offset are converted quarter by quarter, the others from their two ends.
+    stamps = np.arange(ts("2023-01-01T00:00:00"), ts("2025-01-01T00:00:00"), 900) + 437
+    tz = ZoneInfo(zone)
+    expected = [datetime.fromtimestamp(int(t), tz).hour for t in stamps]
+    assert local_hours(stamps, tz).tolist() == expected
 
 
 def test_matrix_rows_are_bounded_and_missing_values_filled() -> None:
