@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,15 @@ TRACKS = [
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    return open_database(tmp_path / "data")
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    engine = open_database(tmp_path / "data")
+    yield engine
+    # The importer writes with foreign keys unchecked (for speed): every reference it wrote
+    # must hold all the same.
+    with engine.connect() as conn:
+        assert conn.execute(text("PRAGMA foreign_key_check")).all() == []
+        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+    engine.dispose()
 
 
 def query(engine: Engine, sql: str, **params: Any) -> list[tuple[Any, ...]]:
