@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import msgspec
 
@@ -53,15 +53,7 @@ SkipReason = Literal[
     "implausible_time",
     "implausible_duration",
 ]
-SKIP_REASONS: tuple[SkipReason, ...] = (
-    "episode",
-    "video",
-    "audiobook",
-    "no_track",
-    "invalid_record",
-    "implausible_time",
-    "implausible_duration",
-)
+SKIP_REASONS: tuple[SkipReason, ...] = get_args(SkipReason)
 
 # The plausible plays: ended from 2006-01-01 UTC (Spotify's founding) until a day after the
 # import (clocks and time zones differ; nothing is played further ahead), lasting 0 to 24 h.
