@@ -11,8 +11,9 @@ and a video file around the music; 36 files, ~380 MiB). Then, `--repeat` times e
   table, all in one transaction, in a fresh database;
 - import: what the daemon does when the files appear in its export folder, in a subprocess
   whose peak RSS (`ru_maxrss`) is read at the end: its import job (`Jobs.import_files`: the
-  loose files one by one in one import session, the job recorded and locked) with, at its
-  end, the recompute of the feature cache (`recompute_features`, also timed apart);
+  loose files one by one in one import session, the job recorded and locked, each file marked
+  handled in the database as the daemon's watcher does) with, at its end, the recompute of
+  the feature cache (`recompute_features`, also timed apart);
 - re-import: the same job over the same files again (nothing to import, no recompute).
 
 Prints each run, then the medians, the ratio import / floor (wall time, and process CPU time,
@@ -49,7 +50,7 @@ import json, resource, sys, time
 from pathlib import Path
 from typing import Any
 sys.path.insert(0, sys.argv[3])
-from service import features
+from service import features, kv
 from service.db import open_database
 from service.jobs import Jobs
 from service.logging import configure_logging
@@ -72,10 +73,18 @@ def timed_recompute(*args, **kwargs):
         recompute_s.append(time.perf_counter() - t)
 
 features.recompute_features = timed_recompute
+handled = {}
+
+def mark_handled(path):
+    # As the daemon does after each file: the watcher's state, stored in the database.
+    st = path.stat()
+    handled[str(path)] = [st.st_size, st.st_mtime_ns]
+    kv.set_json(engine, kv.WATCHED_FILES, handled)
+
 t0, c0 = time.perf_counter(), time.process_time()
-first = jobs.import_files(files)
+first = jobs.import_files(files, on_file_done=mark_handled)
 t1, c1 = time.perf_counter(), time.process_time()
-again = jobs.import_files(files)
+again = jobs.import_files(files, on_file_done=mark_handled)
 t2 = time.perf_counter()
 print(json.dumps({
     "import_s": t1 - t0,

@@ -180,6 +180,7 @@ class ImportSession:
         self.clock = clock
         self.library: _Library | None = None
         self.data_version: int | None = None
+        self.library_rows: tuple[int, ...] | None = None  # `_library_rows()` the maps match
 
     @classmethod
     @contextmanager
@@ -386,17 +387,38 @@ class ImportSession:
             raise
         self.cur.execute("COMMIT")
         self.data_version = self._data_version()
+        if self.library is not None:
+            self.library_rows = self._library_rows()
 
     def _data_version(self) -> int:
         return int(self.cur.execute("PRAGMA data_version").fetchone()[0])
 
     def _library(self) -> _Library:
-        # Another connection's commit changes data_version: the maps must be read again.
+        # Another connection's commit changes data_version. The maps are read again if it
+        # added or removed artists, tracks or URIs; a commit elsewhere (the daemon records
+        # each imported file in `key_value`) leaves them as they are.
         version = self._data_version()
-        if self.library is None or version != self.data_version:
+        if self.library is not None and version != self.data_version:
+            if self._library_rows() != self.library_rows:
+                self.library = None
+            self.data_version = version
+        if self.library is None:
             self.library = _Library.load(self.cur)
             self.data_version = version
+            self.library_rows = self._library_rows()
         return self.library
+
+    def _library_rows(self) -> tuple[int, ...]:
+        """Counts and highest ids of the tables the maps hold (a few ms; a reload takes tens).
+
+        A URI or album another writer set on a known track is not counted: the maps may miss
+        it, and the importer's writes of both are conditional (`uri IS NULL`, `OR IGNORE`)."""
+        row = self.cur.execute(
+            "SELECT (SELECT count(*) FROM artist), (SELECT coalesce(max(id), 0) FROM artist),"
+            " (SELECT count(*) FROM track), (SELECT coalesce(max(id), 0) FROM track),"
+            " (SELECT count(*) FROM track_uri)"
+        ).fetchone()
+        return tuple(int(v) for v in row)
 
     # --- tracks ------------------------------------------------------------------------------
 
