@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,10 @@ def build_library(work: Path, plays: int, artists: int) -> Path:
     if (data / "songnet.db").exists():
         return data
     print(f"building a synthetic library of {plays:,} plays (once, cached in {work})…", flush=True)
-    config = SyntheticConfig(n_plays=plays, n_artists=artists, n_clusters=24, plays_per_day=150.0, seed=7)
+    # From 2014: 500k plays at 150 a day end before today (later plays would be implausible).
+    config = SyntheticConfig(
+        n_plays=plays, n_artists=artists, n_clusters=24, plays_per_day=150.0, seed=7, start=date(2014, 1, 1)
+    )
     paths = write_extended_export(generate_plays(config), work / "export", seed=7)
     engine = open_database(data)
     results = import_paths(engine, paths)

@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,8 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "songnet-library-bench")
     args = parser.parse_args()
     # ~150 plays a day: 500k plays span about nine years, as a heavy listener's export does.
-    config = SyntheticConfig(n_plays=args.plays, seed=2024, plays_per_day=150.0)
+    # From 2014: 500k plays at 150 a day end before today (later plays would be implausible).
+    config = SyntheticConfig(n_plays=args.plays, seed=2024, plays_per_day=150.0, start=date(2014, 1, 1))
     work = args.workdir / f"{args.plays}"
     figures: dict[str, Any] = {"plays": args.plays}
 

@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plays", type=int, default=20_000, help="music plays (default 20000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--format", choices=("both", "extended", "account"), default="both")
-    parser.add_argument("--start", type=date.fromisoformat, default=date(2022, 1, 1), help="first day (YYYY-MM-DD)")
+    parser.add_argument("--start", type=date.fromisoformat, default=None,
+                        help="first day (YYYY-MM-DD; default 2022-01-01, or 2014-01-01 above 100k plays so that they end before today)")  # fmt: skip
     parser.add_argument("--plays-per-day", type=float, default=None,
                         help="mean plays a day (default: 40, or enough to fit 500k plays in ~9 years)")  # fmt: skip
     parser.add_argument("--records-per-file", type=int, default=synthetic.EXTENDED_RECORDS_PER_FILE)
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     per_day = args.plays_per_day or (40.0 if args.plays <= 100_000 else 150.0)
     try:
-        config = synthetic.SyntheticConfig(n_plays=args.plays, seed=args.seed, start=args.start, plays_per_day=per_day)
+        config = synthetic.SyntheticConfig(n_plays=args.plays, seed=args.seed, start=args.start or (date(2022, 1, 1) if args.plays <= 100_000 else date(2014, 1, 1)), plays_per_day=per_day)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -16,7 +16,9 @@ account-data export of the same listening is recognised too. Matching is one to 
 
 Speed. 500k plays go through `sqlite3` executemany on the engine's raw connection (the ORM
 is far too slow for that), with tracks and artists resolved through in-memory maps that are
-reloaded only when another connection changed the database.
+reloaded only when another connection changed the database. `import_session` keeps that
+connection and those maps for several `import_paths` calls (the daemon's import job takes
+the files one at a time), so they are loaded once per job, not once per file.
 """
 
 from __future__ import annotations
@@ -105,30 +107,17 @@ def import_paths(
     clock: Callable[[], float] = time.time,
 ) -> list[FileResult]:
     """Import every export file under `paths`; one result per file found, in order."""
-    sources = find_sources([Path(p) for p in paths], limits)
-    total = sum(s.size for s in sources if isinstance(s, ExportFile))
-    done = 0
-    results: list[FileResult] = []
-    with _Importer.open(engine, clock) as importer:
-        for source in sources:
-            if isinstance(source, SkippedSource):
-                result = FileResult(source.label, None, 0, 0, 0, {}, "ignored", source.reason)
-            elif isinstance(source, UnreadableSource):
-                result = importer.fail_unread(source.label, 0, source.error)
-            else:
-                base = done
+    with import_session(engine, clock=clock) as session:
+        return session.import_paths(paths, on_progress=on_progress, limits=limits)
 
-                def chunk(n: int, base: int = base, label: str = source.label) -> None:
-                    if on_progress is not None:
-                        on_progress(base + n, total, label)
 
-                result = importer.import_file(source, limits, chunk)
-                done += source.size
-                if on_progress is not None:
-                    on_progress(done, total, source.label)
-            _log_result(result)
-            results.append(result)
-    return results
+@contextmanager
+def import_session(
+    engine: Engine, *, clock: Callable[[], float] = time.time
+) -> Iterator[ImportSession]:
+    """One connection and the library's in-memory maps for several `import_paths` calls."""
+    with ImportSession.open(engine, clock) as session:
+        yield session
 
 
 def import_pulled(
@@ -142,7 +131,7 @@ def import_pulled(
 ) -> FileResult:
     """Store one page of plays from a pull source in one transaction with `in_transaction`
     (which records the source's new watermark): a kill loses or doubles nothing."""
-    with _Importer.open(engine, clock) as importer:
+    with ImportSession.open(engine, clock) as importer:
         result = importer.store_pulled(source, label, parsed, in_transaction)
     _log_result(result)
     return result
@@ -210,8 +199,8 @@ def _unread_key(label: str) -> str:
     return "unread:" + hashlib.sha256(label.encode()).hexdigest()
 
 
-class _Importer:
-    """One import run on one raw SQLite connection; each file is one transaction."""
+class ImportSession:
+    """Imports on one raw SQLite connection; each file is one transaction."""
 
     def __init__(self, conn: sqlite3.Connection, clock: Callable[[], float]) -> None:
         self.conn = conn
@@ -219,10 +208,11 @@ class _Importer:
         self.clock = clock
         self.library: _Library | None = None
         self.data_version: int | None = None
+        self.library_rows: tuple[int, ...] | None = None  # `_library_rows()` the maps match
 
     @classmethod
     @contextmanager
-    def open(cls, engine: Engine, clock: Callable[[], float]) -> Iterator[_Importer]:
+    def open(cls, engine: Engine, clock: Callable[[], float]) -> Iterator[ImportSession]:
         fairy = engine.raw_connection()
         conn = fairy.driver_connection
         assert isinstance(conn, sqlite3.Connection)
@@ -237,15 +227,53 @@ class _Importer:
         # after every file's commit.
         saved_checkpoint = conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
         conn.execute(f"PRAGMA wal_autocheckpoint = {_IMPORT_CHECKPOINT_PAGES}")
+        # Every row the importer writes refers to a track, artist or ledger row it read or
+        # wrote in the same transaction; checking each of 500k references again costs a tenth
+        # of the import (tests/test_importer.py runs `foreign_key_check` after its imports).
+        saved_foreign_keys = conn.execute("PRAGMA foreign_keys").fetchone()[0]
+        conn.execute("PRAGMA foreign_keys = OFF")
         try:
             yield cls(conn, clock)
         finally:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            conn.execute(f"PRAGMA foreign_keys = {int(saved_foreign_keys)}")
             conn.execute(f"PRAGMA wal_autocheckpoint = {int(saved_checkpoint)}")
             conn.execute(f"PRAGMA cache_size = {int(saved_cache)}")
             conn.isolation_level = saved
             fairy.close()
+
+    def import_paths(
+        self,
+        paths: Sequence[Path | str],
+        *,
+        on_progress: ProgressCallback | None = None,
+        limits: ZipLimits = ZipLimits(),
+    ) -> list[FileResult]:
+        """Import every export file under `paths`; one result per file found, in order."""
+        sources = find_sources([Path(p) for p in paths], limits)
+        total = sum(s.size for s in sources if isinstance(s, ExportFile))
+        done = 0
+        results: list[FileResult] = []
+        for source in sources:
+            if isinstance(source, SkippedSource):
+                result = FileResult(source.label, None, 0, 0, 0, {}, "ignored", source.reason)
+            elif isinstance(source, UnreadableSource):
+                result = self.fail_unread(source.label, 0, source.error)
+            else:
+                base = done
+
+                def chunk(n: int, base: int = base, label: str = source.label) -> None:
+                    if on_progress is not None:
+                        on_progress(base + n, total, label)
+
+                result = self.import_file(source, limits, chunk)
+                done += source.size
+                if on_progress is not None:
+                    on_progress(done, total, source.label)
+            _log_result(result)
+            results.append(result)
+        return results
 
     # --- one file ------------------------------------------------------------------------------
 
@@ -465,17 +493,38 @@ class _Importer:
             raise
         self.cur.execute("COMMIT")
         self.data_version = self._data_version()
+        if self.library is not None:
+            self.library_rows = self._library_rows()
 
     def _data_version(self) -> int:
         return int(self.cur.execute("PRAGMA data_version").fetchone()[0])
 
     def _library(self) -> _Library:
-        # Another connection's commit changes data_version: the maps must be read again.
+        # Another connection's commit changes data_version. The maps are read again if it
+        # added or removed artists, tracks or URIs; a commit elsewhere (the daemon records
+        # each imported file in `key_value`) leaves them as they are.
         version = self._data_version()
-        if self.library is None or version != self.data_version:
+        if self.library is not None and version != self.data_version:
+            if self._library_rows() != self.library_rows:
+                self.library = None
+            self.data_version = version
+        if self.library is None:
             self.library = _Library.load(self.cur)
             self.data_version = version
+            self.library_rows = self._library_rows()
         return self.library
+
+    def _library_rows(self) -> tuple[int, ...]:
+        """Counts and highest ids of the tables the maps hold (a few ms; a reload takes tens).
+
+        A URI or album another writer set on a known track is not counted: the maps may miss
+        it, and the importer's writes of both are conditional (`uri IS NULL`, `OR IGNORE`)."""
+        row = self.cur.execute(
+            "SELECT (SELECT count(*) FROM artist), (SELECT coalesce(max(id), 0) FROM artist),"
+            " (SELECT count(*) FROM track), (SELECT coalesce(max(id), 0) FROM track),"
+            " (SELECT count(*) FROM track_uri)"
+        ).fetchone()
+        return tuple(int(v) for v in row)
 
     # --- tracks ------------------------------------------------------------------------------
 
@@ -570,8 +619,9 @@ class _Importer:
         """(imported, duplicates) for the file's music plays."""
         if not values:
             return 0, 0
-        lo = min(v[1] for v in values) - MATCH_WINDOW_S
-        hi = max(v[1] for v in values) + MATCH_WINDOW_S
+        ends = [v[1] for v in values]
+        lo = min(ends) - MATCH_WINDOW_S
+        hi = max(ends) + MATCH_WINDOW_S
         # Pulled plays (stamped at their start) are matched by start: widen the span to hold them.
         pulled_lo = lo - MAX_PLAY_S
         cur = self.cur

@@ -180,7 +180,7 @@ class Jobs:
 
         def body(run: JobRun) -> None:
             from service.features import recompute_features
-            from service.importer import import_paths
+            from service.importer import import_session
 
             counts = {
                 "files": 0,
@@ -190,19 +190,21 @@ class Jobs:
                 "ignored": 0,
                 "already": 0,
             }
-            for path in files:
-                if self.stop.is_set():
-                    run.outcome = INTERRUPTED
-                    break
-                for result in import_paths(self.engine, [path]):
-                    counts["files"] += 1
-                    counts["imported"] += result.imported
-                    counts["duplicates"] += result.duplicates
-                    counts["failed"] += result.status == "failed"
-                    counts["ignored"] += result.status == "ignored"
-                    counts["already"] += result.status == "already-imported"
-                if on_file_done is not None:
-                    on_file_done(path)
+            # One session for the job: the library's maps are loaded once, not once per file.
+            with import_session(self.engine, clock=self.clock) as session:
+                for path in files:
+                    if self.stop.is_set():
+                        run.outcome = INTERRUPTED
+                        break
+                    for result in session.import_paths([path]):
+                        counts["files"] += 1
+                        counts["imported"] += result.imported
+                        counts["duplicates"] += result.duplicates
+                        counts["failed"] += result.status == "failed"
+                        counts["ignored"] += result.status == "ignored"
+                        counts["already"] += result.status == "already-imported"
+                    if on_file_done is not None:
+                        on_file_done(path)
             run.counts.update(counts)
             if counts["imported"]:
                 run.counts["features"] = recompute_features(self.engine, tz=self.settings.zone)

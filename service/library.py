@@ -9,6 +9,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from sqlalchemy import Engine, text
 
 from songnet_core.history import Listen, TrackInfo
@@ -37,6 +39,26 @@ def load_listens(engine: Engine) -> list[Listen]:
         Listen(play_id, track_id, artist_id, end_ts, ms, None if skipped is None else bool(skipped))
         for play_id, track_id, artist_id, end_ts, ms, skipped in rows
     ]
+
+
+# In table order: the features computed from these columns do not depend on the order.
+_PLAY_COLUMNS = "SELECT track_id, end_ts, ms_played, COALESCE(skipped, -1) FROM play"
+
+PlayColumns = tuple[
+    npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int8]
+]
+
+
+def load_play_columns(engine: Engine) -> PlayColumns:
+    """Every stored play as columns: track id, end time, ms played, and the skipped flag (1, 0,
+    or -1 where the export does not say); for whole-array work without a `Listen` per play."""
+    raw = engine.raw_connection()
+    try:
+        rows = raw.cursor().execute(_PLAY_COLUMNS).fetchall()
+    finally:
+        raw.close()
+    table = np.array(rows, dtype=np.int64).reshape(-1, 4)
+    return table[:, 0].copy(), table[:, 1].copy(), table[:, 2].copy(), table[:, 3].astype(np.int8)
 
 
 def load_tracks(engine: Engine) -> dict[int, TrackInfo]:

@@ -21,6 +21,11 @@ after the import (`now`, given by the caller), or that lasted less than nothing 
 
 For speed (500k plays) a parsed file holds its plays as plain tuples in `Play`'s field order
 (`ParsedExport.rows`); `ParsedExport.plays()` builds `Play` values from them when wanted.
+msgspec reads the JSON straight from the bytes (no decoded copy); an extended history is
+decoded into `_ExtendedRecord` values that hold only the fields songnet reads, so the other
+dozen fields of each record (the identifying ones among them) never become Python objects.
+That parses a file in about half the time of the standard library's `json`. Bytes msgspec
+refuses go through `json` again, which accepts what it accepts and explains the rest.
 """
 
 from __future__ import annotations
@@ -33,7 +38,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
+
+import msgspec
 
 from songnet_core.history import ExportFormat, Play
 
@@ -46,15 +53,7 @@ SkipReason = Literal[
     "implausible_time",
     "implausible_duration",
 ]
-SKIP_REASONS: tuple[SkipReason, ...] = (
-    "episode",
-    "video",
-    "audiobook",
-    "no_track",
-    "invalid_record",
-    "implausible_time",
-    "implausible_duration",
-)
+SKIP_REASONS: tuple[SkipReason, ...] = get_args(SkipReason)
 
 # The plausible plays: ended from 2006-01-01 UTC (Spotify's founding) until a day after the
 # import (clocks and time zones differ; nothing is played further ahead), lasting 0 to 24 h.
@@ -82,6 +81,7 @@ PlayFields = tuple[
 ChunkCallback = Callable[[int], None]
 
 _CHUNK = 1 << 20
+_BOM = b"\xef\xbb\xbf"
 # What Spotify writes for a play of a local file or a track it no longer knows.
 _UNKNOWN_ARTIST = "Unknown Artist"
 _UNKNOWN_TRACK = "Unknown Track"
@@ -141,6 +141,27 @@ def parse_export(data: bytes | bytearray, name: str, *, now: float) -> ParsedExp
         raise ExportError(
             "empty file (0 bytes): an interrupted download or copy? Take the file from the export again"
         )
+    # msgspec refuses a byte order mark; a view skips it without copying the file.
+    body = memoryview(data)[3:] if data[:3] == _BOM else data
+    if _EXTENDED_HINT in bytes(body[:_HINT_BYTES]):
+        try:
+            records = _EXTENDED_DECODER.decode(body)
+        except msgspec.MsgspecError:
+            records = None  # not a list, or not JSON msgspec reads: the general way below
+        if records is not None and _recognise(records) == "extended":
+            latest = int(now) + FUTURE_TOLERANCE_S
+            return _parse_extended(records, latest, video=_VIDEO_NAME.match(name) is not None)
+    try:
+        doc = msgspec.json.decode(body)
+    except msgspec.MsgspecError:
+        # Bad UTF-8 or JSON, NaN, a number beyond 64 bits: the standard library parses what it
+        # can and explains the rest.
+        doc = _load_json(data)
+    return parse_document(doc, name, now=now)
+
+
+def _load_json(data: bytes | bytearray) -> Any:
+    """The document through the standard library; `ExportError` that says what is wrong."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -165,7 +186,7 @@ def parse_export(data: bytes | bytearray, name: str, *, now: float) -> ParsedExp
         ) from None
     except RecursionError:
         raise ExportError("invalid JSON: nested too deeply to be an export") from None
-    return parse_document(doc, name, now=now)
+    return doc
 
 
 def parse_document(doc: Any, name: str, *, now: float) -> ParsedExport | NotHistory:
@@ -193,7 +214,8 @@ def parse_document(doc: Any, name: str, *, now: float) -> ParsedExport | NotHist
     latest = int(now) + FUTURE_TOLERANCE_S
     if fmt == "account":
         return _parse_account(doc, latest)
-    return _parse_extended(doc, latest, video=_VIDEO_NAME.match(name) is not None)
+    records = msgspec.convert(doc, _RECORDS)
+    return _parse_extended(records, latest, video=_VIDEO_NAME.match(name) is not None)
 
 
 def _format_from_name(name: str) -> ExportFormat | None:
@@ -209,11 +231,17 @@ def _recognise(records: list[Any]) -> ExportFormat | None:
     account = extended = 0
     seen = 0
     for rec in records:
-        if not isinstance(rec, dict):
+        if isinstance(rec, _ExtendedRecord):
+            has_extended = rec.ts is not msgspec.UNSET and rec.ms_played is not msgspec.UNSET
+            has_account = rec.endTime is not msgspec.UNSET and rec.msPlayed is not msgspec.UNSET
+        elif isinstance(rec, dict):
+            has_extended = "ts" in rec and "ms_played" in rec
+            has_account = "endTime" in rec and "msPlayed" in rec
+        else:
             continue
-        if "ts" in rec and "ms_played" in rec:
+        if has_extended:
             extended += 1
-        elif "endTime" in rec and "msPlayed" in rec:
+        elif has_account:
             account += 1
         seen += 1
         if seen >= 50:
@@ -248,6 +276,8 @@ def _utc_ts(text: str) -> int:
 def _flag(value: Any) -> bool | None:
     if value is None or isinstance(value, bool):
         return value
+    if value is msgspec.UNSET:
+        return None
     if isinstance(value, int):
         return bool(value)
     return None
@@ -260,7 +290,40 @@ def _implausible(end_ts: int, latest: int) -> SkipReason:
     )
 
 
-def _parse_extended(records: list[Any], latest: int, *, video: bool) -> ParsedExport:
+class _ExtendedRecord(msgspec.Struct):
+    """The fields of an extended-history record that songnet reads (`UNSET`: not in the record;
+    any JSON value is taken, its type is checked while parsing). `endTime` and `msPlayed` only
+    let `_recognise` tell an account-data file from an extended one."""
+
+    ts: Any = msgspec.UNSET
+    ms_played: Any = msgspec.UNSET
+    master_metadata_track_name: Any = msgspec.UNSET
+    master_metadata_album_artist_name: Any = msgspec.UNSET
+    master_metadata_album_album_name: Any = msgspec.UNSET
+    spotify_track_uri: Any = msgspec.UNSET
+    reason_start: Any = msgspec.UNSET
+    reason_end: Any = msgspec.UNSET
+    skipped: Any = msgspec.UNSET
+    shuffle: Any = msgspec.UNSET
+    episode_name: Any = msgspec.UNSET
+    spotify_episode_uri: Any = msgspec.UNSET
+    audiobook_title: Any = msgspec.UNSET
+    audiobook_uri: Any = msgspec.UNSET
+    audiobook_chapter_uri: Any = msgspec.UNSET
+    endTime: Any = msgspec.UNSET  # noqa: N815 (Spotify's name)
+    msPlayed: Any = msgspec.UNSET  # noqa: N815
+
+
+# A file's records: objects, and whatever else a damaged file holds instead (counted invalid).
+_Record = _ExtendedRecord | list[Any] | str | int | float | bool | None
+_RECORDS = list[_Record]
+_EXTENDED_DECODER = msgspec.json.Decoder(_RECORDS)
+# An extended history names this field in its first record; other files skip the typed decode.
+_EXTENDED_HINT = b'"ms_played"'
+_HINT_BYTES = 1 << 16
+
+
+def _parse_extended(records: list[_Record], latest: int, *, video: bool) -> ParsedExport:
     rows: list[PlayFields] = []
     skipped = dict.fromkeys(SKIP_REASONS, 0)
     if video:
@@ -270,41 +333,42 @@ def _parse_extended(records: list[Any], latest: int, *, video: bool) -> ParsedEx
     append = rows.append
     fromiso = datetime.fromisoformat
     for rec in records:
+        if not isinstance(rec, _ExtendedRecord):
+            skipped["invalid_record"] += 1
+            continue
         try:
-            ms = rec["ms_played"]
-            moment = fromiso(rec["ts"])
+            ms = rec.ms_played
+            moment = fromiso(rec.ts)
             if type(ms) is not int:
                 raise ValueError(ms)
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=UTC)
             end_ts = int(moment.timestamp())
-        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
+        except (TypeError, ValueError, OverflowError):
             skipped["invalid_record"] += 1
             continue
         if not (EARLIEST_PLAY_TS <= end_ts <= latest and 0 <= ms <= MAX_PLAY_MS):
             skipped[_implausible(end_ts, latest)] += 1
             continue
-        title = rec.get("master_metadata_track_name")
+        title = rec.master_metadata_track_name
         if not title:
-            if rec.get("episode_name") or rec.get("spotify_episode_uri"):
+            if rec.episode_name or rec.spotify_episode_uri:
                 skipped["episode"] += 1
-            elif (
-                rec.get("audiobook_title")
-                or rec.get("audiobook_uri")
-                or rec.get("audiobook_chapter_uri")
-            ):
+            elif rec.audiobook_title or rec.audiobook_uri or rec.audiobook_chapter_uri:
                 skipped["audiobook"] += 1
             else:
                 skipped["no_track"] += 1
             continue
-        artist = rec.get("master_metadata_album_artist_name")
+        artist = rec.master_metadata_album_artist_name
         if not artist or type(title) is not str or type(artist) is not str:
             skipped["no_track" if not artist else "invalid_record"] += 1
             continue
-        album = rec.get("master_metadata_album_album_name")
-        uri = rec.get("spotify_track_uri")
-        start = rec.get("reason_start")
-        end = rec.get("reason_end")
+        album = rec.master_metadata_album_album_name
+        uri = rec.spotify_track_uri
+        start = rec.reason_start
+        end = rec.reason_end
+        skip = rec.skipped
+        shuffle = rec.shuffle
         append((
             end_ts,
             ms,
@@ -313,10 +377,10 @@ def _parse_extended(records: list[Any], latest: int, *, video: bool) -> ParsedEx
             "extended",
             album if type(album) is str and album else None,
             uri if type(uri) is str and uri.startswith("spotify:track:") else None,
-            _flag(rec.get("skipped")),
+            skip if skip is None or type(skip) is bool else _flag(skip),
             start if type(start) is str else None,
             end if type(end) is str else None,
-            _flag(rec.get("shuffle")),
+            shuffle if shuffle is None or type(shuffle) is bool else _flag(shuffle),
         ))  # fmt: skip
     return ParsedExport("extended", len(records), rows, _nonzero(skipped))
 

@@ -132,6 +132,48 @@ def test_non_music_records_are_counted_by_reason() -> None:
     assert result.records == len(result.rows) + sum(result.skipped.values())
 
 
+def test_extended_files_parse_the_same_by_either_decoding() -> None:
+    # The typed decode (the field name in the first 64 KiB) and the general one (whitespace
+    # pushes it out; a NaN makes the standard library parse) must agree record by record.
+    records = [
+        rec.extended(T0, "A", "Song", skipped=None, shuffle=1),
+        rec.extended(T0 + 100, "B", "Other", uri="not-a-uri", album=""),
+        rec.episode(T0 + 200),
+        rec.audiobook(T0 + 300),
+        rec.extended(T0 + 400, None, None),
+        {"ts": rec.iso(T0), "ms_played": 10**30},
+        {"ts": 5, "ms_played": 1},
+        {"ms_played": 10},
+        {"ts": rec.iso(T0 + 500), "ms_played": 1000, "master_metadata_track_name": ["x"],
+         "master_metadata_album_artist_name": "A"},
+        [1, 2],
+        "text",
+        3.5,
+        None,
+        rec.extended(T0 + 600, "A", "Song 2", reason_start=None, reason_end=7),
+    ]  # fmt: skip
+    name = "Streaming_History_Audio_2023.json"
+    typed = parse_export(rec.dumps(records), name, now=NOW)
+    general = parse_export(b" " * 70_000 + rec.dumps(records), name, now=NOW)
+    with_nan = parse_export(rec.dumps(records)[:-1] + b', {"ms_played": NaN}]', name, now=NOW)
+    with_bom = parse_export(b"\xef\xbb\xbf" + rec.dumps(records), name, now=NOW)
+    assert isinstance(typed, ParsedExport)
+    assert typed == general == with_bom
+    assert isinstance(with_nan, ParsedExport)
+    assert with_nan.rows == typed.rows
+    assert with_nan.skipped["invalid_record"] == typed.skipped["invalid_record"] + 1
+    assert [p.title for p in typed.plays()] == ["Song", "Other", "Song 2"]
+    assert typed.plays()[0].shuffle is True and typed.plays()[0].skipped is None
+    assert typed.plays()[1].uri is None and typed.plays()[1].album is None
+    assert typed.skipped == {
+        "episode": 1,
+        "audiobook": 1,
+        "no_track": 1,
+        "invalid_record": 7,
+        "implausible_duration": 1,
+    }
+
+
 def test_video_files_are_skipped_whole_though_their_records_look_like_audio() -> None:
     records = [rec.extended(T0, "A", "Music Video"), rec.episode(T0 + 100)]
     result = parsed(records, "Streaming_History_Video_2024.json")

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,6 +16,7 @@ from songnet_core.features import (
     FEATURE_DIM,
     FEATURE_NAMES,
     MIN_FULL_LENGTH_MS,
+    SKIP_MS,
     compute_track_features,
     feature_matrix,
     local_hours,
@@ -48,6 +50,44 @@ def test_counts_skips_completion_and_span() -> None:
     assert f[1].last_ts == ts("2024-01-03T10:00:00")
     assert math.isclose(f[2].skip_rate, 0.5)
     assert f[2].first_ts == ts("2024-01-01T11:00:00")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(1, 6),  # track
+            st.integers(1_136_073_600, 1_900_000_000),  # end
+            st.integers(-5, 900_000),  # ms played
+            st.sampled_from([None, True, False]),
+        ),
+        min_size=1,
+        max_size=300,
+    )
+)
+def test_features_match_their_definition_track_by_track(
+    plays: list[tuple[int, int, int, bool | None]],
+) -> None:
+    # The whole-array computation against the definition written out, one track at a time.
+    berlin = ZoneInfo("Europe/Berlin")
+    listens = [listen(i, t, end, ms, skipped) for i, (t, end, ms, skipped) in enumerate(plays)]
+    got = compute_track_features(reversed(listens), tz=berlin)
+    assert set(got) == {t for t, *_ in plays}
+    for tid, f in got.items():
+        mine = [x for x in listens if x.track_id == tid]
+        n = len(mine)
+        lengths = sorted(max(x.ms_played, 0) for x in mine)
+        full = max(lengths[math.ceil(0.95 * n) - 1], MIN_FULL_LENGTH_MS)
+        skips = [x.skipped if x.skipped is not None else x.ms_played < SKIP_MS for x in mine]
+        hours = [
+            datetime.fromtimestamp(x.end_ts - max(x.ms_played, 0) // 1000, berlin).hour
+            for x in mine
+        ]
+        assert f.play_count == n
+        assert math.isclose(f.skip_rate, sum(skips) / n)
+        assert math.isclose(f.mean_completion, sum(min(m / full, 1.0) for m in lengths) / n)
+        assert (f.first_ts, f.last_ts) == (min(x.end_ts for x in mine), max(x.end_ts for x in mine))
+        assert f.hour_profile == tuple(hours.count(h) / n for h in range(24))
 
 
 def test_only_skipped_track_does_not_look_fully_played() -> None:
@@ -87,6 +127,18 @@ def test_local_hours_match_datetime(stamps: list[int], zone: str) -> None:
     tz = ZoneInfo(zone)
     got = local_hours(np.asarray(stamps, dtype=np.int64), tz)
     assert got.tolist() == [datetime.fromtimestamp(s, tz).hour for s in stamps]
+
+
+@pytest.mark.parametrize(
+    "zone", ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "America/Sao_Paulo"]
+)
+def test_local_hours_match_datetime_through_every_change_of_a_year(zone: str) -> None:
+    # Every quarter hour of 2023 and 2024 (some seconds into it): the days the zone changes
+    # its offset are converted quarter by quarter, the others from their two ends.
+    stamps = np.arange(ts("2023-01-01T00:00:00"), ts("2025-01-01T00:00:00"), 900) + 437
+    tz = ZoneInfo(zone)
+    expected = [datetime.fromtimestamp(int(t), tz).hour for t in stamps]
+    assert local_hours(stamps, tz).tolist() == expected
 
 
 def test_matrix_rows_are_bounded_and_missing_values_filled() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,15 @@ TRACKS = [
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    return open_database(tmp_path / "data")
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    engine = open_database(tmp_path / "data")
+    yield engine
+    # The importer writes with foreign keys unchecked (for speed): every reference it wrote
+    # must hold all the same.
+    with engine.connect() as conn:
+        assert conn.execute(text("PRAGMA foreign_key_check")).all() == []
+        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+    engine.dispose()
 
 
 def query(engine: Engine, sql: str, **params: Any) -> list[tuple[Any, ...]]:
@@ -441,6 +449,42 @@ def test_a_writer_between_files_does_not_confuse_the_track_maps(
     assert [r.status for r in results] == ["imported", "imported"]
     assert query(engine, "SELECT count(*) FROM track")[0][0] == 3
     assert len(stored_plays(engine)) == 4
+
+
+def test_one_session_reads_the_track_maps_again_only_when_the_library_changed(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service import importer, kv
+
+    loads: list[int] = []
+    load = importer._Library.load
+
+    def counted(cur: sqlite3.Cursor) -> importer._Library:
+        loads.append(1)
+        return load(cur)
+
+    monkeypatch.setattr(importer._Library, "load", staticmethod(counted))
+    files = [
+        rec.write(tmp_path / f"StreamingHistory{i}.json", [rec.account(T0 + i * 9_000, *track)])
+        for i, track in enumerate(TRACKS)
+    ]
+    other = open_database(tmp_path / "data")
+    with importer.import_session(engine) as session:
+        session.import_paths([files[0]])
+        # The daemon records each handled file between files: no library change.
+        kv.set_json(other, kv.WATCHED_FILES, {"x": [1, 2]})
+        session.import_paths([files[1]])
+        assert len(loads) == 1
+        # Another import adds a track: the maps are read again, ids do not collide.
+        assert only(import_paths(other, [files[2]])).status == "imported"
+        assert [r.status for r in session.import_paths([files[2], files[3]])] == [
+            "already-imported",
+            "imported",
+        ]
+        assert len(loads) == 3  # the other import's own, and this session's second
+    other.dispose()
+    titles = query(engine, "SELECT t.title FROM play p JOIN track t ON t.id = p.track_id")
+    assert sorted(t for (t,) in titles) == sorted(t for _, t in TRACKS)
 
 
 def test_kill_9_mid_import_loses_and_doubles_nothing(tmp_path: Path) -> None:
