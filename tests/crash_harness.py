@@ -26,6 +26,7 @@ exactly one playlist holding exactly the last generated list.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -182,7 +183,8 @@ class CrashRig:
             children = daemon.children()
         inside = bool(children) and not any(_ends(phase, e) for e in daemon.events[mark:])
         for pid in children:
-            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # it ended just now
+                os.kill(pid, signal.SIGKILL)
         finished = daemon.wait_for(lambda e: _ends(job, e), self.phase_timeout, start=mark)
         if inside:
             assert finished.get("outcome") == "failed", finished
