@@ -34,6 +34,7 @@ import shutil
 import signal
 import sqlite3
 import statistics
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -281,7 +282,13 @@ class CrashRig:
                 start=len(daemon.events),
             )
             daemon.signal()
-            assert daemon.wait(15) == 0
+            try:
+                code = daemon.wait(15)
+            except subprocess.TimeoutExpired:
+                raise AssertionError(
+                    f"the daemon did not stop within 15 s of SIGTERM:\n{daemon.tail(60)}"
+                ) from None
+            assert code == 0, daemon.tail(60)
         finally:
             daemon.stop()
         self.check(after="the final run")
