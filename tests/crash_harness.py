@@ -26,6 +26,7 @@ exactly one playlist holding exactly the last generated list.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -33,6 +34,7 @@ import shutil
 import signal
 import sqlite3
 import statistics
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -182,7 +184,8 @@ class CrashRig:
             children = daemon.children()
         inside = bool(children) and not any(_ends(phase, e) for e in daemon.events[mark:])
         for pid in children:
-            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # it ended just now
+                os.kill(pid, signal.SIGKILL)
         finished = daemon.wait_for(lambda e: _ends(job, e), self.phase_timeout, start=mark)
         if inside:
             assert finished.get("outcome") == "failed", finished
@@ -279,7 +282,13 @@ class CrashRig:
                 start=len(daemon.events),
             )
             daemon.signal()
-            assert daemon.wait(15) == 0
+            try:
+                code = daemon.wait(15)
+            except subprocess.TimeoutExpired:
+                raise AssertionError(
+                    f"the daemon did not stop within 15 s of SIGTERM:\n{daemon.tail(60)}"
+                ) from None
+            assert code == 0, daemon.tail(60)
         finally:
             daemon.stop()
         self.check(after="the final run")
