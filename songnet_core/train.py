@@ -33,7 +33,7 @@ from songnet_core.dataset import (
     time_split,
 )
 from songnet_core.metrics import evaluate_positions, summarise
-from songnet_core.model import Batch, LoadedModel, ModelConfig, SongNet
+from songnet_core.model import Batch, LoadedModel, ModelConfig, SongNet, sample_candidates
 
 
 @dataclass
@@ -46,6 +46,11 @@ class TrainConfig:
     window: int = 128  # positions the LSTM reads per training sequence, and back when scoring
     memory: int = 1024  # positions before the window that the copy expert reads
     batch_size: int = 8  # windows per step
+    # Above 4x this many classes, a training step's softmax runs over the batch's targets and
+    # this many classes drawn uniformly from the rest (shared by the batch, reweighted), not
+    # over every class: the output layer is most of a step's cost for a large library.
+    # Validation and scoring always use the full softmax. 0: always the full softmax.
+    sampled_negatives: int = 2048
     coverage: float = 1.0  # an epoch draws windows covering each position this many times
     min_steps: int = 32  # ... and at least this many batches (small histories)
     lr: float = 3e-3
@@ -137,11 +142,14 @@ class ModelScorer:
             for b in range(0, len(uniq), self.batch_windows):
                 ks = uniq[b : b + self.batch_windows]
                 x, _ = make_batch(self.enc, ks * half, self.window, len(self.enc.seq), self.memory)
-                logp, _ = self.module(x)
+                # Past the first window only a window's second half is read: the output
+                # layer, most of the cost, runs for those steps alone.
+                first = 0 if ks[0] == 0 else half
+                logp, _ = self.module(x, first=first)
                 assert logp is not None
                 for j, k in enumerate(ks):
                     rows = np.flatnonzero(win == k)
-                    out[rows] = logp[j, inputs[rows] - k * half].numpy()
+                    out[rows] = logp[j, inputs[rows] - k * half - first].numpy()
         return out
 
 
@@ -291,6 +299,8 @@ def _fit(
     best_state = copy.deepcopy(model.state_dict())
     best_val, best_epoch, since_best, tokens = -1.0, 0, 0, 0
     history: list[dict[str, float]] = []
+    n_classes = model.cfg.n_classes
+    sampled = cfg.sampled_negatives > 0 and 4 * cfg.sampled_negatives < n_classes
     for epoch in range(1, epochs + 1):
         model.train()
         n_windows = max(cfg.batch_size * cfg.min_steps, math.ceil(cfg.coverage * end / cfg.window))
@@ -301,7 +311,8 @@ def _fit(
             if should_stop is not None and should_stop():
                 return None
             x, y = make_batch(enc, starts[step * cfg.batch_size : (step + 1) * cfg.batch_size], cfg.window, end, cfg.memory)
-            _, loss = model(x, y)
+            candidates = sample_candidates(y, n_classes, cfg.sampled_negatives) if sampled else None
+            _, loss = model(x, y, candidates=candidates)
             assert loss is not None
             opt.zero_grad(set_to_none=True)
             loss.backward()
