@@ -242,7 +242,7 @@ def train(
     )  # fmt: skip
     if fit is None:
         return TrainResult(None, stopped=True)
-    best_state, best_epoch, best_val, history, tokens = fit
+    best_state, best_epoch, best_val, history, tokens, softmax_classes = fit
     fit_seconds = clock() - started
     model.load_state_dict(best_state)
     model.eval()
@@ -251,6 +251,7 @@ def train(
         "val_hr@10": best_val if best_val >= 0 else math.nan, "best_epoch": float(best_epoch), "val_steps": float(len(val_pos)),
         "val_first_session": float(val_first), "train_sessions": float(n_train),
         "classes": float(vocab.n_classes), "own_embeddings": float(vocab.n_own - 1),
+        "fit_epochs": float(len(history)), "softmax_classes": softmax_classes,
     }  # fmt: skip
     refit_fits = True
     if budget is not None and fit_deadline is not None and history:
@@ -275,7 +276,9 @@ def train(
     return TrainResult(loaded, metrics, False, history, validation_model if refitted else loaded)
 
 
-FitOutcome = tuple[dict[str, torch.Tensor], int, float, list[dict[str, float]], int]
+# best state, best epoch, best validation HR@10, per-epoch history, tokens trained on, and the
+# mean number of classes a step's softmax ran over (all of them unless sampled)
+FitOutcome = tuple[dict[str, torch.Tensor], int, float, list[dict[str, float]], int, float]
 
 
 def _fit(
@@ -301,6 +304,7 @@ def _fit(
     history: list[dict[str, float]] = []
     n_classes = model.cfg.n_classes
     sampled = cfg.sampled_negatives > 0 and 4 * cfg.sampled_negatives < n_classes
+    scored, n_steps = 0, 0
     for epoch in range(1, epochs + 1):
         model.train()
         n_windows = max(cfg.batch_size * cfg.min_steps, math.ceil(cfg.coverage * end / cfg.window))
@@ -313,6 +317,7 @@ def _fit(
             x, y = make_batch(enc, starts[step * cfg.batch_size : (step + 1) * cfg.batch_size], cfg.window, end, cfg.memory)
             candidates = sample_candidates(y, n_classes, cfg.sampled_negatives) if sampled else None
             _, loss = model(x, y, candidates=candidates)
+            scored, n_steps = scored + (n_classes if candidates is None else len(candidates.classes)), n_steps + 1
             assert loss is not None
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -341,4 +346,4 @@ def _fit(
             break
         if deadline is not None and clock() >= deadline:
             break
-    return best_state, best_epoch, best_val, history, tokens
+    return best_state, best_epoch, best_val, history, tokens, scored / max(n_steps, 1)
