@@ -5,9 +5,11 @@ in the work folder, cached; `bench/generate_bench.py`). Then `train_and_maybe_pr
 `songnet train` and the daemon run: feature cache, training with early stopping and refit,
 blend weights, storing and promoting the model, in a copy of that database with no model.
 
-Prints the time to a promoted model (goal ≤ 10 min on 2 cores), wall and CPU; tokens/s; the
-machine's measured fp32 matmul rate and the share of it the training reached (model FLOPs
-counted analytically, forward + backward ≈ 3× forward); the checkpoint's size and load time.
+Prints the fit's epochs, whether the time budget cut it short (goal: early stopping ends it),
+whether the refit ran; the time to a promoted model (goal ≤ 10 min on 2 cores), wall and CPU;
+tokens/s; the machine's fp32 matmul rate measured in the same run and the share of it the
+training reached (model FLOPs counted analytically as computed, the copy expert over its whole
+memory, forward + backward ≈ 3× forward; goal ≥ 40 %); the checkpoint's size and load time.
 
     .venv/bin/python bench/train_bench.py [--plays 300000] [--artists 1700] [--threads 2] [--epochs N]
 """
@@ -53,13 +55,17 @@ def matmul_gflops(threads: int, n: int = 1024, repeats: int = 7) -> float:
     return statistics.median(rates)
 
 
-def flops_per_token(cfg: TrainConfig, n_classes: int, n_context: int) -> float:
-    """Forward FLOPs per position; training costs about three times that."""
-    h, d, w = cfg.hidden, cfg.dim, cfg.window
+def flops_per_token(cfg: TrainConfig, softmax_classes: float, n_context: int) -> float:
+    """Forward FLOPs per trained position, as computed: the output layer over the classes a
+    step's softmax ran over (all of them, or the sampled ones), the copy expert over the whole
+    memory + window each query reads (keys for every one of those positions, scores against all
+    of them; the causal mask does not save the work). Training costs about three times that."""
+    h, d, w, m = cfg.hidden, cfg.dim, cfg.window, cfg.memory
     lstm = 2 * 4 * h * (h + h)
     proj = 2 * (d + n_context) * h + 2 * h * d
-    out = 2 * n_classes * d
-    copy = (2 * h * d + 2 * 2 * d * d + 2 * 2 * (w / 2) * d) if cfg.copy else 0.0
+    out = 2 * softmax_classes * d
+    keys = 2 * (2 * d + n_context) * d * (m + w) / w  # every window computes keys for m + w positions
+    copy = (2 * h * d + keys + 2 * (m + w) * d) if cfg.copy else 0.0
     return lstm + proj + out + copy
 
 
@@ -105,12 +111,16 @@ def main() -> None:
 
     m = outcome.metrics
     tok_s = m["tokens_per_second"]
-    fpt = flops_per_token(cfg, int(m["classes"]), N_CONTEXT)
+    fpt = flops_per_token(cfg, m.get("softmax_classes", m["classes"]), N_CONTEXT)
     achieved = 3 * fpt * tok_s / 1e9
     peak = matmul_gflops(args.threads)
     blend = ", ".join(f"{k[6:]} {v:.2f}" for k, v in m.items() if k.startswith("blend_"))
     print(f"plays: {outcome.plays}, classes: {int(m['classes'])}, own embeddings: {int(m['own_embeddings'])}, "
           f"epochs {outcome.epochs} (best {int(m['best_epoch'])}), val HR@10 {m['val_hr@10']:.3f}; blend: {blend}")  # fmt: skip
+    budget = "yes: the time budget ended the fit" if m.get("budget_stopped") else "no: early stopping ended it"
+    print(f"fit epochs run: {int(m.get('fit_epochs', outcome.epochs))} of at most {cfg.max_epochs}; budget cut in: {budget} "
+          f"(budget {cfg.time_budget_s} s); refit ran: {'yes' if m.get('refit') else 'no'}; "
+          f"softmax over {m.get('softmax_classes', m['classes']):.0f} of {int(m['classes'])} classes per step")  # fmt: skip
     print(f"time to a promoted model: {total_wall:.0f} s wall, {total_cpu:.0f} s CPU (goal ≤ 600 s wall on 2 cores)")
     print(f"of which training: {m['train_seconds']:.0f} s, {tok_s:.0f} tokens/s (validation time included)")
     print(f"model: {fpt / 1e6:.2f} MFLOP/token forward, ~{achieved:.1f} GFLOP/s achieved in training")

@@ -184,14 +184,30 @@ def _source(row: tables.SourceState, zone: tzinfo) -> dict[str, Any]:
 
 
 def _model(row: tables.ModelVersion, zone: tzinfo) -> dict[str, Any]:
+    metrics = _loads(row.metrics_json)
+    m = metrics if isinstance(metrics, dict) else {}
     return {
         "version": row.id,
         "created_at": _iso(row.created_at, zone),
         "promoted": row.promoted,
         "plays_trained": row.plays_trained,
-        "metrics": _loads(row.metrics_json),
+        "metrics": metrics,
         "note": row.note,
+        "budget_stopped": budget_note(m),
     }
+
+
+def budget_note(metrics: dict[str, Any]) -> str | None:
+    """What to say when the training time budget cut the fit short (None when it did not)."""
+    if not metrics.get("budget_stopped"):
+        return None
+    epochs = metrics.get("fit_epochs")
+    ran = f" after {int(epochs)} epoch{'s' if epochs != 1 else ''}" if isinstance(epochs, int | float) else ""
+    refit = "" if metrics.get("refit") else ", without the refit on the newest sessions"
+    return (
+        f"training was cut short by its time budget{ran}{refit}, before validation stopped improving; "
+        "raise SONGNET_TRAIN_TIME_BUDGET_SECONDS to train to the end"
+    )
 
 
 def _next_fire(settings: Settings, zone: tzinfo, now: float) -> float | None:

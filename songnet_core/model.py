@@ -13,7 +13,8 @@ reads the last `window` positions; the next track's distribution mixes two exper
   bucket of steps back and of hours back weigh the recent past.
 `forward` returns log-probabilities of the mixture for every class of the window's
 positions, or, with targets, only the loss (training never needs the copy expert's full
-matrix).
+matrix). With `Candidates` the loss's softmax runs over a sample of the classes instead of
+all of them (sampled softmax, for a large vocabulary: see `Candidates`).
 """
 
 from __future__ import annotations
@@ -61,6 +62,31 @@ class Batch(NamedTuple):
     memory: int = 0
 
 
+class Candidates(NamedTuple):
+    """The classes one training step scores instead of all of them (sampled softmax, shared by
+    the batch): every target of the batch, then negatives drawn uniformly from the other
+    classes. `log_weight` is the log of how many classes each one stands for in the softmax's
+    normaliser (0 for the targets, log(rest / negatives) for a negative), so the sum over the
+    candidates is an unbiased estimate of the sum over every class."""
+
+    classes: Tensor  # [K] class indices
+    log_weight: Tensor  # [K]
+    target_index: Tensor  # like the targets: where each target sits in `classes` (0 for -1)
+
+
+def sample_candidates(targets: Tensor, n_classes: int, negatives: int) -> Candidates:
+    """The batch's targets and `negatives` uniform draws (torch's global generator) from the
+    classes that are not targets."""
+    classes, target_index = torch.unique(targets.clamp(min=0), return_inverse=True)
+    rest = torch.ones(n_classes, dtype=torch.bool)
+    rest[classes] = False
+    others = rest.nonzero().squeeze(1)
+    n = min(negatives, len(others))
+    drawn = others[torch.randint(len(others), (n,))] if n else others[:0]
+    log_weight = torch.cat([torch.zeros(len(classes)), torch.full((n,), math.log(max(len(others), 1) / max(n, 1)))])
+    return Candidates(torch.cat([classes, drawn]), log_weight, target_index.reshape(targets.shape))
+
+
 def log_bucket(distance: Tensor, per_doubling: float, n_buckets: int) -> Tensor:
     return (torch.log2(distance.float().clamp(min=0.0) + 1.0) * per_doubling).long().clamp(max=n_buckets - 1)
 
@@ -92,10 +118,14 @@ class SongNet(nn.Module):
         with torch.no_grad():
             self.own_emb.weight[0].zero_()
 
-    def class_vectors(self) -> Tensor:
-        """[C, dim]: the vector of every class, used for input and output alike (tied)."""
-        v: Tensor = self.own_emb(self.class_own) + self.artist_emb(self.class_artist)
-        return v + self.feat_proj(self.track_features) if self.feat_proj is not None else v
+    def class_vectors(self, classes: Tensor | None = None) -> Tensor:
+        """[C, dim]: the vector of every class (or of `classes`), used for input and output
+        alike (tied)."""
+        own, artist, feats = self.get_buffer("class_own"), self.get_buffer("class_artist"), self.get_buffer("track_features")
+        if classes is not None:
+            own, artist, feats = own[classes], artist[classes], feats[classes]
+        v: Tensor = self.own_emb(own) + self.artist_emb(artist)
+        return v + self.feat_proj(feats) if self.feat_proj is not None else v
 
     def embed(self, x: Batch) -> Tensor:
         v: Tensor = self.own_emb(x.own) + self.artist_emb(x.artist)
@@ -111,35 +141,54 @@ class SongNet(nn.Module):
         by_hours: Tensor = self.hours_back(log_bucket(hours * 4.0, 1.0, self.cfg.hour_buckets)).squeeze(-1)
         return by_steps + by_hours
 
-    def forward(self, x: Batch, targets: Tensor | None = None) -> tuple[Tensor | None, Tensor | None]:
+    def forward(
+        self, x: Batch, targets: Tensor | None = None, *, candidates: Candidates | None = None, first: int = 0
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """Without targets: log-probabilities [B, T - first, C] for window steps `first`
+        onwards (the LSTM still reads the whole window). With targets: the mean loss, over
+        `candidates` only where given."""
         m = x.memory
         e_all = self.drop(self.embed(x))
         h, _ = self.lstm(torch.tanh(self.inp(torch.cat([e_all[:, m:], x.context[:, m:]], dim=-1))))
-        h = self.drop(h)
-        logits = self.out(h) @ self.class_vectors().T + self.bias  # [B, T, C]
+        h = self.drop(h[:, first:])
+        if candidates is not None and targets is not None:
+            vectors = self.class_vectors(candidates.classes)
+            logits = self.out(h) @ vectors.T + self.bias[candidates.classes]  # [B, T, K]
+            explore = logits.gather(2, candidates.target_index[..., None]).squeeze(-1) - (
+                logits + candidates.log_weight
+            ).logsumexp(-1)
+        else:
+            logits = self.out(h) @ self.class_vectors().T + self.bias  # [B, T, C]
+            explore = None
         if not self.cfg.copy:
             if targets is None:
                 return F.log_softmax(logits, dim=-1), None
+            if explore is not None:
+                valid = targets >= 0
+                return None, -(explore * valid).sum() / valid.sum().clamp(min=1)
             return None, F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1)
         # Copy expert: each window step attends over memory and window up to itself.
         b, t = h.shape[:2]
+        q0 = m + first  # where the first query step sits among the keys
         prev = torch.cat([torch.zeros_like(e_all[:, :1]), e_all[:, :-1]], dim=1)
         keys = self.key(torch.cat([e_all, prev, x.context], dim=-1))  # [B, M+T, dim]
         att = self.query(h) @ keys.transpose(1, 2) / math.sqrt(self.cfg.dim)  # [B, T, M+T]
-        steps = (torch.arange(t, device=h.device) + m)[:, None] - torch.arange(m + t, device=h.device)[None, :]
-        hours = x.hours[:, m:, None] - x.hours[:, None, :]  # [B, T, M+T]
+        n_keys = keys.shape[1]
+        steps = (torch.arange(t, device=h.device) + q0)[:, None] - torch.arange(n_keys, device=h.device)[None, :]
+        hours = x.hours[:, q0:, None] - x.hours[:, None, :]  # [B, T, M+T]
         att = att + self.recency_bias(steps, hours)
         allowed = (steps >= 0)[None] & (x.cls >= 0)[:, None, :]
         attn = torch.softmax(att.masked_fill(~allowed, float("-inf")), dim=-1).nan_to_num(0.0)
         g = self.gate(h)  # log-odds of exploring over copying
         log_explore, log_copy = F.logsigmoid(g), F.logsigmoid(-g)
         if targets is None:
-            index = x.cls.clamp(min=0)[:, None, :].expand(b, t, m + t)
+            index = x.cls.clamp(min=0)[:, None, :].expand(b, t, n_keys)
             copy = torch.zeros_like(logits).scatter_add_(2, index, attn)
             logp = torch.logaddexp(log_explore + F.log_softmax(logits, dim=-1), log_copy + copy.clamp(min=1e-12).log())
             return logp, None
         tgt = targets.clamp(min=0)
-        explore = logits.gather(2, tgt[..., None]).squeeze(-1) - logits.logsumexp(-1)
+        if explore is None:
+            explore = logits.gather(2, tgt[..., None]).squeeze(-1) - logits.logsumexp(-1)
         copy_t = (attn * (x.cls[:, None, :] == tgt[..., None])).sum(-1)
         logp_t = torch.logaddexp(log_explore.squeeze(-1) + explore, log_copy.squeeze(-1) + copy_t.clamp(min=1e-12).log())
         mask = targets >= 0

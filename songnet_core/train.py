@@ -33,7 +33,7 @@ from songnet_core.dataset import (
     time_split,
 )
 from songnet_core.metrics import evaluate_positions, summarise
-from songnet_core.model import Batch, LoadedModel, ModelConfig, SongNet
+from songnet_core.model import Batch, LoadedModel, ModelConfig, SongNet, sample_candidates
 
 
 @dataclass
@@ -46,6 +46,11 @@ class TrainConfig:
     window: int = 128  # positions the LSTM reads per training sequence, and back when scoring
     memory: int = 1024  # positions before the window that the copy expert reads
     batch_size: int = 8  # windows per step
+    # Above 4x this many classes, a training step's softmax runs over the batch's targets and
+    # this many classes drawn uniformly from the rest (shared by the batch, reweighted), not
+    # over every class: the output layer is most of a step's cost for a large library.
+    # Validation and scoring always use the full softmax. 0: always the full softmax.
+    sampled_negatives: int = 2048
     coverage: float = 1.0  # an epoch draws windows covering each position this many times
     min_steps: int = 32  # ... and at least this many batches (small histories)
     lr: float = 3e-3
@@ -137,11 +142,14 @@ class ModelScorer:
             for b in range(0, len(uniq), self.batch_windows):
                 ks = uniq[b : b + self.batch_windows]
                 x, _ = make_batch(self.enc, ks * half, self.window, len(self.enc.seq), self.memory)
-                logp, _ = self.module(x)
+                # Past the first window only a window's second half is read: the output
+                # layer, most of the cost, runs for those steps alone.
+                first = 0 if ks[0] == 0 else half
+                logp, _ = self.module(x, first=first)
                 assert logp is not None
                 for j, k in enumerate(ks):
                     rows = np.flatnonzero(win == k)
-                    out[rows] = logp[j, inputs[rows] - k * half].numpy()
+                    out[rows] = logp[j, inputs[rows] - k * half - first].numpy()
         return out
 
 
@@ -234,7 +242,7 @@ def train(
     )  # fmt: skip
     if fit is None:
         return TrainResult(None, stopped=True)
-    best_state, best_epoch, best_val, history, tokens = fit
+    best_state, best_epoch, best_val, history, tokens, softmax_classes = fit
     fit_seconds = clock() - started
     model.load_state_dict(best_state)
     model.eval()
@@ -243,6 +251,7 @@ def train(
         "val_hr@10": best_val if best_val >= 0 else math.nan, "best_epoch": float(best_epoch), "val_steps": float(len(val_pos)),
         "val_first_session": float(val_first), "train_sessions": float(n_train),
         "classes": float(vocab.n_classes), "own_embeddings": float(vocab.n_own - 1),
+        "fit_epochs": float(len(history)), "softmax_classes": softmax_classes,
     }  # fmt: skip
     refit_fits = True
     if budget is not None and fit_deadline is not None and history:
@@ -267,7 +276,9 @@ def train(
     return TrainResult(loaded, metrics, False, history, validation_model if refitted else loaded)
 
 
-FitOutcome = tuple[dict[str, torch.Tensor], int, float, list[dict[str, float]], int]
+# best state, best epoch, best validation HR@10, per-epoch history, tokens trained on, and the
+# mean number of classes a step's softmax ran over (all of them unless sampled)
+FitOutcome = tuple[dict[str, torch.Tensor], int, float, list[dict[str, float]], int, float]
 
 
 def _fit(
@@ -291,6 +302,9 @@ def _fit(
     best_state = copy.deepcopy(model.state_dict())
     best_val, best_epoch, since_best, tokens = -1.0, 0, 0, 0
     history: list[dict[str, float]] = []
+    n_classes = model.cfg.n_classes
+    sampled = cfg.sampled_negatives > 0 and 4 * cfg.sampled_negatives < n_classes
+    scored, n_steps = 0, 0
     for epoch in range(1, epochs + 1):
         model.train()
         n_windows = max(cfg.batch_size * cfg.min_steps, math.ceil(cfg.coverage * end / cfg.window))
@@ -301,7 +315,9 @@ def _fit(
             if should_stop is not None and should_stop():
                 return None
             x, y = make_batch(enc, starts[step * cfg.batch_size : (step + 1) * cfg.batch_size], cfg.window, end, cfg.memory)
-            _, loss = model(x, y)
+            candidates = sample_candidates(y, n_classes, cfg.sampled_negatives) if sampled else None
+            _, loss = model(x, y, candidates=candidates)
+            scored, n_steps = scored + (n_classes if candidates is None else len(candidates.classes)), n_steps + 1
             assert loss is not None
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -330,4 +346,4 @@ def _fit(
             break
         if deadline is not None and clock() >= deadline:
             break
-    return best_state, best_epoch, best_val, history, tokens
+    return best_state, best_epoch, best_val, history, tokens, scored / max(n_steps, 1)

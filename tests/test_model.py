@@ -9,11 +9,13 @@ import torch
 from songnet_core.dataset import N_CONTEXT, Vocabulary, build_sequence
 from songnet_core.model import (
     Batch,
+    Candidates,
     CheckpointError,
     ModelConfig,
     PlayContext,
     SongNet,
     load_checkpoint,
+    sample_candidates,
     save_checkpoint,
 )
 from tests.test_evaluate import history
@@ -165,3 +167,47 @@ def test_next_scores_needs_history() -> None:
     loaded = load_checkpoint(save_checkpoint(SongNet(cfg, torch.from_numpy(vocab.own), torch.from_numpy(vocab.artist)), vocab, {}, window=8))
     with pytest.raises(ValueError, match="history"):
         loaded.next_scores([])
+
+
+@pytest.mark.parametrize(("copy", "memory"), [(True, 0), (True, 5), (False, 0)])
+def test_a_softmax_over_candidates_that_are_every_class_is_the_full_loss(copy: bool, memory: int) -> None:
+    model = tiny(copy, 3, memory)
+    x = batch(memory=memory)
+    targets = torch.randint(0, C, (2, 7), generator=torch.Generator().manual_seed(3))
+    targets[1, 2] = -1
+    _, full = model(x, targets)
+    # Candidates in another order than the classes, each standing for itself.
+    order = torch.randperm(C, generator=torch.Generator().manual_seed(1))
+    where = torch.empty(C, dtype=torch.long)
+    where[order] = torch.arange(C)
+    every = Candidates(order, torch.zeros(C), where[targets.clamp(min=0)])
+    _, sampled = model(x, targets, candidates=every)
+    assert full is not None and sampled is not None
+    assert torch.allclose(full, sampled, atol=1e-5)
+
+
+def test_sampled_candidates_hold_every_target_and_stand_for_the_other_classes() -> None:
+    torch.manual_seed(0)
+    targets = torch.tensor([[3, 7, 7, -1], [40, 3, 99, 12]])
+    c = sample_candidates(targets, 100, negatives=10)
+    valid = targets >= 0
+    assert torch.equal(c.classes[c.target_index][valid], targets[valid])
+    n_targets = int(c.log_weight.eq(0).sum())
+    drawn = c.classes[n_targets:]
+    assert len(drawn) == 10 and not set(drawn.tolist()) & set(targets[valid].tolist())
+    # Each negative stands for (classes that are not targets) / draws: 94 / 10 (class 0 comes
+    # in with the padding's -1 and counts as a target).
+    assert n_targets == 6 and torch.allclose(c.log_weight[n_targets:], torch.full((10,), np.log(94 / 10)))
+    # Few classes left: as many draws as there are classes beside the targets.
+    few = sample_candidates(torch.tensor([[0, 1, 2]]), 5, negatives=10)
+    assert len(few.classes) == 5 and set(few.classes.tolist()) == set(range(5))
+
+
+def test_scoring_from_a_later_step_gives_the_same_rows() -> None:
+    model = tiny(True, 3, memory=5)
+    x = batch(memory=5)
+    with torch.no_grad():
+        whole, _ = model(x)
+        later, _ = model(x, first=4)
+    assert whole is not None and later is not None
+    assert later.shape == (2, 3, C) and torch.allclose(whole[:, 4:], later, atol=1e-5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -177,4 +178,26 @@ def test_a_training_cut_short_by_its_budget_says_so_and_how_to_train_longer(
     (warning,) = logged(logs, "training cut short by its time budget")
     assert warning["epochs"] == 1 and warning["refit"] is False
     assert "SONGNET_TRAIN_TIME_BUDGET_SECONDS" in warning["hint"]
+    assert outcome.metrics["fit_epochs"] == 1.0
     engine.dispose()
+    # `songnet status` says so for that model, promoted or not, and what to change.
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    args = ["--data-dir", str(tmp_path)]
+    report = json.loads(CliRunner().invoke(app, [*args, "status", "--json"]).stdout)
+    shown = [m for m in (report["model"], report["latest_candidate"]) if m and m["version"] == outcome.model_version]
+    (model,) = shown
+    assert "cut short by its time budget after 1 epoch," in model["budget_stopped"]
+    assert "SONGNET_TRAIN_TIME_BUDGET_SECONDS" in model["budget_stopped"]
+    human = CliRunner().invoke(app, [*args, "status"])
+    assert human.exit_code == 0 and "training was cut short by its time budget after 1 epoch" in human.output
+    # A training that ran to its end says nothing of the kind.
+    (tmp_path / "full").mkdir()
+    engine = copy_library(trained_library, tmp_path / "full")
+    full = train_and_maybe_promote(engine, load_settings(data_dir=tmp_path / "full"), config=TINY)
+    engine.dispose()
+    assert "budget_stopped" not in full.metrics or not full.metrics["budget_stopped"]
+    report = json.loads(CliRunner().invoke(app, ["--data-dir", str(tmp_path / "full"), "status", "--json"]).stdout)
+    assert all(m is None or m["budget_stopped"] is None for m in (report["model"], report["latest_candidate"]))

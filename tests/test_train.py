@@ -69,6 +69,18 @@ def test_learns_album_order_and_reports_validation_hit_rate() -> None:
     assert 14 in top
 
 
+def test_a_sampled_softmax_learns_album_order_too() -> None:
+    # 30 classes, over 4x the 3 negatives: each step's softmax runs over the batch's targets
+    # and 3 other classes; validation still ranks every class.
+    cfg = dataclasses.replace(TINY, max_epochs=6, patience=6, sampled_negatives=3)
+    result = train(cfg, data())
+    m = result.metrics
+    assert m["val_hr@10"] > 0.8
+    assert m["softmax_classes"] < m["classes"]
+    full = train(dataclasses.replace(cfg, sampled_negatives=0), data())
+    assert full.metrics["softmax_classes"] == full.metrics["classes"]
+
+
 def test_early_stopping_keeps_the_best_epoch() -> None:
     # A learning rate this large ruins the model after its first epochs.
     cfg = TrainConfig(**{**TINY.__dict__, "lr": 0.5, "max_epochs": 8, "patience": 1})

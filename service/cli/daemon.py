@@ -214,12 +214,16 @@ def _print_status(report: dict[str, Any], s: Settings) -> None:
             f"on {model['plays_trained']:,} plays; {quality}",
             highlight=False,
         )
+        if model.get("budget_stopped"):
+            con.print(f"  {model['budget_stopped']}", highlight=False, markup=False)
     candidate = report["latest_candidate"]
     if candidate is not None:
         con.print(
             f"newest model not promoted: version {candidate['version']} ({candidate['note'] or 'not better'})",
             highlight=False,
         )
+        if candidate.get("budget_stopped"):
+            con.print(f"  {candidate['budget_stopped']}", highlight=False, markup=False)
     if report["jobs"]:
         table = Table("job", "next run", title="jobs")
         for job, at in report["jobs"].items():
