@@ -30,7 +30,6 @@ from service import model_store, tables
 from service.settings import PlaylistConfig, Settings
 from songnet_core.features import TrackFeatures
 from songnet_core.generate import (
-    FloatArray,
     GenerationContext,
     NextTrackScorer,
     PlaylistRules,
@@ -38,6 +37,7 @@ from songnet_core.generate import (
     continue_playlist,
 )
 from songnet_core.history import Listen, TrackInfo
+from songnet_core.ranker import ListeningHistory, fuses_baselines, songnet_scorer
 from songnet_core.reasons import Explainer
 from songnet_core.seeds import SeedIndex
 from songnet_core.sessions import split_sessions
@@ -101,6 +101,7 @@ class Library:
     features: dict[int, TrackFeatures]
     sessions: list[list[int]] = field(default_factory=list)  # track ids, oldest session first
     plays: list[int] = field(default_factory=list)  # track ids of plays of min_play_ms, oldest first
+    play_ends: list[int] = field(default_factory=list)  # the same plays' end times
     seed_index: SeedIndex = field(init=False)
 
     def __post_init__(self) -> None:
@@ -123,10 +124,16 @@ class Library:
         by_session = [[p.track_id for p in s] for s in sessions]
         transitions = TransitionCounts(by_session)
         plays = [t for s in by_session for t in s]
+        ends = [p.end_ts for s in sessions for p in s]
         return cls(
             tracks, load_uri_aliases(engine), listens, artist_of, transitions, load_track_features(engine),
-            sessions=by_session, plays=plays,
+            sessions=by_session, plays=plays, play_ends=ends,
         )  # fmt: skip
+
+    def history(self) -> ListeningHistory:
+        """Every kept play, as the ranker reads the listener's history."""
+        artists = [int(self.artist_of[t]) if 0 <= t < self.artist_of.size else -1 for t in self.plays]
+        return ListeningHistory(self.plays, artists, self.play_ends, self.sessions)
 
     def recent_tracks(self, since_ts: int) -> set[int]:
         return {x.track_id for x in self.listens if x.end_ts >= since_ts}
@@ -140,56 +147,6 @@ def load_uri_aliases(engine: Engine) -> dict[str, int]:
             if uri and tid is not None:
                 aliases.setdefault(uri, tid)
     return aliases
-
-
-class ModelScorer:
-    """The promoted LSTM as a `NextTrackScorer`: its scores spread over library track ids.
-
-    Scores come from a `ModelStepper`, which carries the LSTM state from one track to the next
-    instead of reading the whole playlist again at each step. With `prefix` (the listener's
-    recent plays: track ids, artist ids, end times), the model reads the playlist as the
-    continuation of that history, as it read every sequence in training; the playlist's
-    tracks are taken as played back to back from the context's moment.
-    """
-
-    def __init__(
-        self,
-        model: LoadedModel,
-        artist_of: npt.NDArray[np.int64],
-        zone_name: str,
-        prefix: tuple[Sequence[int], Sequence[int], Sequence[int]] | None = None,
-    ) -> None:
-        from songnet_core.stepper import ModelStepper
-
-        self.model = model
-        self.stepper = ModelStepper(model)
-        self.artist_of = artist_of
-        self.zone_name = zone_name
-        ids = np.asarray(model.track_ids, dtype=np.int64)
-        self.size = max(int(artist_of.size), int(ids.max(initial=-1)) + 1)
-        self.ids = ids
-        self.prefix = prefix
-
-    def scores(self, history: Sequence[int], context: GenerationContext) -> FloatArray:
-        from songnet_core.model import TYPICAL_PLAY_MS, PlayContext
-
-        out = np.full(self.size, -np.inf, dtype=np.float64)
-        if not history and not self.prefix:  # nothing to continue from: the most played tracks
-            out[self.ids] = np.log(np.maximum(self.model.vocab.counts, 1))
-            return out
-        artists = [int(self.artist_of[t]) if 0 <= t < self.artist_of.size else -1 for t in history]
-        ctx = PlayContext(ts=context.ts, tz=self.zone_name)
-        if self.prefix:
-            p_ids, p_artists, p_ends = self.prefix
-            step = TYPICAL_PLAY_MS // 1000
-            ends = [*p_ends, *(context.ts + i * step for i in range(len(history)))]
-            logp = self.stepper.next_scores(
-                [*p_ids, *history], ctx, history_artist_ids=[*p_artists, *artists], history_end_ts=ends
-            )
-        else:
-            logp = self.stepper.next_scores(list(history), ctx, history_artist_ids=artists)
-        out[self.ids] = logp
-        return out
 
 
 class PlaylistGenerator:
@@ -223,15 +180,11 @@ class PlaylistGenerator:
         library = Library.load(engine, settings)
         if not library.listens:
             raise EmptyLibraryError()
-        model_scorer = ModelScorer(model, library.artist_of, listener_zone_name(settings))
-        scorer: NextTrackScorer = model_scorer
-        weights = blend_weights(stored.metrics)
-        if weights:  # the LSTM fused with the baselines, as `songnet eval` measures it
-            from songnet_core.blend import BlendedNextTrack
-
-            scorer = BlendedNextTrack(
-                model_scorer, library.transitions, library.sessions, library.plays, weights, size=model_scorer.size
-            )
+        # The ranker `songnet eval` measures, reading the listener's whole history.
+        scorer = songnet_scorer(
+            model, library.history(), blend_weights(stored.metrics), artist_of=library.artist_of,
+            zone_name=listener_zone_name(settings),
+        )  # fmt: skip
         return cls(library, scorer, zone=settings.zone, model_version=stored.id, min_play_ms=settings.min_play_ms)
 
     def default_seeds(self) -> list[str]:
@@ -305,7 +258,7 @@ def blend_weights(metrics: dict[str, Any]) -> dict[str, float]:
     """The blend a model was trained with (`blend_<scorer>` metrics); empty for the model
     alone (older models, or validation too small to fit on)."""
     weights = {k.removeprefix("blend_"): float(v) for k, v in metrics.items() if k.startswith("blend_")}
-    return weights if any(v > 0 for k, v in weights.items() if k != "model") else {}
+    return weights if fuses_baselines(weights) else {}
 
 
 @contextmanager
