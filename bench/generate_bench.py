@@ -151,7 +151,7 @@ def main() -> int:
     figures["classes"] = model.vocab.n_classes
     figures["tracks"] = len(library.tracks)
     generator = PlaylistGenerator(
-        library, history_model_scorer(model, library.history(), artist_of=library.artist_of, zone_name=listener_zone_name(settings)),
+        library, history_model_scorer(model, library.history(settings), artist_of=library.artist_of, zone_name=listener_zone_name(settings)),
         zone=settings.zone, model_version=stored.id,
     )  # fmt: skip
     seeds = generator.default_seeds()
@@ -164,7 +164,7 @@ def main() -> int:
     # What the daemon uses once a model carries blend weights; every baseline weighted is
     # the most work per step.
     blend = songnet_scorer(
-        model, library.history(), dict.fromkeys(("model", "pop", "markov", "sknn", "repeat"), 0.2),
+        model, library.history(settings), dict.fromkeys(("model", "pop", "markov", "sknn", "repeat"), 0.2),
         artist_of=library.artist_of, zone_name=listener_zone_name(settings),
     )  # fmt: skip
     blended = PlaylistGenerator(library, blend, zone=settings.zone, model_version=stored.id)

@@ -101,7 +101,6 @@ class Library:
     features: dict[int, TrackFeatures]
     sessions: list[list[int]] = field(default_factory=list)  # track ids, oldest session first
     plays: list[int] = field(default_factory=list)  # track ids of plays of min_play_ms, oldest first
-    play_ends: list[int] = field(default_factory=list)  # the same plays' end times
     seed_index: SeedIndex = field(init=False)
 
     def __post_init__(self) -> None:
@@ -124,16 +123,21 @@ class Library:
         by_session = [[p.track_id for p in s] for s in sessions]
         transitions = TransitionCounts(by_session)
         plays = [t for s in by_session for t in s]
-        ends = [p.end_ts for s in sessions for p in s]
         return cls(
             tracks, load_uri_aliases(engine), listens, artist_of, transitions, load_track_features(engine),
-            sessions=by_session, plays=plays, play_ends=ends,
+            sessions=by_session, plays=plays,
         )  # fmt: skip
 
-    def history(self) -> ListeningHistory:
-        """Every kept play, as the ranker reads the listener's history."""
-        artists = [int(self.artist_of[t]) if 0 <= t < self.artist_of.size else -1 for t in self.plays]
-        return ListeningHistory(self.plays, artists, self.play_ends, self.sessions)
+    def history(self, settings: Settings) -> ListeningHistory:
+        """Every kept play, read as `songnet eval` reads a history (`build_sequence`)."""
+        from service.training import listener_zone_name
+        from songnet_core.dataset import build_sequence
+
+        seq = build_sequence(
+            self.listens, tz=listener_zone_name(settings), min_ms=settings.min_play_ms,
+            gap_s=int(settings.session_gap_minutes * 60),
+        )  # fmt: skip
+        return ListeningHistory.of(seq)
 
     def recent_tracks(self, since_ts: int) -> set[int]:
         return {x.track_id for x in self.listens if x.end_ts >= since_ts}
@@ -182,7 +186,7 @@ class PlaylistGenerator:
             raise EmptyLibraryError()
         # The ranker `songnet eval` measures, reading the listener's whole history.
         scorer = songnet_scorer(
-            model, library.history(), blend_weights(stored.metrics), artist_of=library.artist_of,
+            model, library.history(settings), blend_weights(stored.metrics), artist_of=library.artist_of,
             zone_name=listener_zone_name(settings),
         )  # fmt: skip
         return cls(library, scorer, zone=settings.zone, model_version=stored.id, min_play_ms=settings.min_play_ms)

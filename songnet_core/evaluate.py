@@ -172,23 +172,16 @@ class RankingLibrary:
 
     seq: ListeningSequence
     zone: str
-    sessions: list[list[int]] = field(init=False)
     artist_of: npt.NDArray[np.int64] = field(init=False)
 
     def __post_init__(self) -> None:
         seq = self.seq
-        size = int(seq.track_ids.max(initial=-1)) + 1
-        artist_of = np.full(size, -1, dtype=np.int64)
+        artist_of = np.full(int(seq.track_ids.max(initial=-1)) + 1, -1, dtype=np.int64)
         artist_of[seq.track_ids] = seq.artist_ids
         object.__setattr__(self, "artist_of", artist_of)
-        object.__setattr__(self, "sessions", [seq.track_ids[slice(*seq.session_bounds(s))].tolist() for s in range(seq.n_sessions)])
 
     def history_before(self, session: int) -> ListeningHistory:
-        start = self.seq.session_bounds(session)[0]
-        s = self.seq
-        return ListeningHistory(
-            s.track_ids[:start].tolist(), s.artist_ids[:start].tolist(), s.end_ts[:start].tolist(), self.sessions[:session]
-        )
+        return ListeningHistory.of(self.seq, session)
 
     def context(self, session: int) -> GenerationContext:
         from zoneinfo import ZoneInfo

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from songnet_core.blend import BlendedNextTrack
+from songnet_core.dataset import ListeningSequence
 from songnet_core.generate import FloatArray, GenerationContext, NextTrackScorer
 from songnet_core.model import LoadedModel
 from songnet_core.transitions import TransitionCounts
@@ -34,6 +35,15 @@ class ListeningHistory:
     artist_ids: Sequence[int]
     end_ts: Sequence[int]
     sessions: Sequence[Sequence[int]]  # the same plays' track ids, by session
+
+    @classmethod
+    def of(cls, seq: ListeningSequence, sessions: int | None = None) -> ListeningHistory:
+        """The plays of `seq`'s first `sessions` sessions (all by default), as the protocol
+        reads a library (`dataset.build_sequence`: kept plays, repeats collapsed)."""
+        n = seq.n_sessions if sessions is None else sessions
+        end = seq.session_bounds(n - 1)[1] if n > 0 else 0
+        by_session = [seq.track_ids[slice(*seq.session_bounds(s))].tolist() for s in range(n)]
+        return cls(seq.track_ids[:end].tolist(), seq.artist_ids[:end].tolist(), seq.end_ts[:end].tolist(), by_session)
 
 
 class ModelNextTrack:
