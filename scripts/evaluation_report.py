@@ -35,7 +35,7 @@ WEIGHTS = ("model", "pop", "markov", "sknn", "repeat")
 METRICS = ("hr@10", "mrr@10", "ndcg@10")
 
 
-def evaluate_export(path: Path, seed: int) -> dict[str, Any]:
+def evaluate_export(path: Path, seed: int, epochs: int | None = None) -> dict[str, Any]:
     from service.db import open_database
     from service.importer import import_paths
     from service.library import load_listens
@@ -50,7 +50,7 @@ def evaluate_export(path: Path, seed: int) -> dict[str, Any]:
         finally:
             engine.dispose()
     t = time.monotonic()
-    cfg = evaluation_train_config(seed=seed)
+    cfg = evaluation_train_config(seed=seed, **({} if epochs is None else {"max_epochs": epochs}))
 
     def shown(phase: str, done: int, total: int) -> None:
         if done == total or done % 500 < 20:
@@ -151,7 +151,9 @@ def markdown(results: dict[str, dict[str, Any]], run: dict[str, Any]) -> str:
     )
 
     def verdict(metric: str) -> tuple[list[str], list[str], list[str]]:
-        below, above, unclear = [], [], []
+        below: list[str] = []
+        above: list[str] = []
+        unclear: list[str] = []
         for n in names:
             lo, hi = results[n]["ratio"][f"{metric}_difference_ci"]
             (below if hi < 0 else above if lo > 0 else unclear).append(n)
@@ -248,6 +250,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=DOCS, help="where EVALUATION.md, evaluation.json and .png go")
     ap.add_argument("--from-json", action="store_true", help="rebuild the document and plot from evaluation.json")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--epochs", type=int, default=None, help="cap on training epochs, for checks (default: TrainConfig's)")
     args = ap.parse_args()
     from service.logging import configure_logging
 
@@ -263,11 +266,11 @@ def main() -> None:
             sys.exit(f"corpus not found at {CORPUS}")
         names = args.only or sorted(p.name for p in CORPUS.iterdir() if p.is_dir())
         started = time.monotonic()
-        run = {"commit": commit(), "seed": args.seed}
+        run = {"commit": commit(), "seed": args.seed, "epochs": args.epochs}
         results = {}
         for n in names:
             print(f"{n} …", file=sys.stderr, flush=True)
-            results[n] = evaluate_export(CORPUS / n, args.seed)
+            results[n] = evaluate_export(CORPUS / n, args.seed, args.epochs)
             r = results[n]
             print(f"{n}: " + ", ".join(f"{s} {r[s]['hr@10']:.3f}" for s in SCORERS) + f" ({r['seconds']:.0f} s)", file=sys.stderr, flush=True)
         run["seconds"] = round(time.monotonic() - started, 1)
