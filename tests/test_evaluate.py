@@ -221,3 +221,22 @@ def test_validation_figures_never_see_the_test_part() -> None:
     assert test.first_test_session == 8
     assert val.seq.n_sessions == 8  # the test sessions are gone
     assert val.first_test_session == 6
+
+
+def test_the_validation_model_knows_only_what_came_before_validation() -> None:
+    from songnet_core.train import TrainConfig, TrainingData, train, validation_halves
+    from tests.test_train import album_sessions
+
+    sessions = album_sessions(40)
+    sessions[36] = [*sessions[36], 99]  # a track first played in the validation sessions
+    seq = build_sequence(history(sessions))
+    cfg = TrainConfig(dim=16, hidden=32, window=32, memory=32, batch_size=8, min_steps=2, max_epochs=1, threads=1)
+    result = train(cfg, TrainingData(seq))
+    assert result.model is not None and result.validation_model is not None
+    val_first, weights_first = validation_halves(40, cfg.val_share)
+    assert (val_first, weights_first) == (34, 37)
+    assert result.metrics["val_first_session"] == 34 and result.metrics["weights_first_session"] == 37
+    # Early stopping read the first half only: its steps are those of sessions 34-36.
+    assert result.metrics["val_steps"] == len(target_positions(seq, 34, 37))
+    assert 99 not in result.validation_model.vocab.track_ids.tolist()
+    assert 99 in result.model.vocab.track_ids.tolist()  # the refit on every session learns it
