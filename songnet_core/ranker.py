@@ -73,8 +73,18 @@ class ModelNextTrack:
         self.size = max(int(artist_of.size), int(ids.max(initial=-1)) + 1)
         self.ids = ids
         self.prefix = prefix
+        # The last answer: the blend and evaluation ask for the same step more than once, and
+        # past the LSTM's window the stepper recomputes it in full (callers never modify it).
+        self._last: tuple[list[int], GenerationContext, FloatArray] | None = None
 
     def scores(self, history: Sequence[int], context: GenerationContext) -> FloatArray:
+        if self._last is not None and self._last[1] == context and self._last[0] == list(history):
+            return self._last[2]
+        out = self._scores(history, context)
+        self._last = (list(history), context, out)
+        return out
+
+    def _scores(self, history: Sequence[int], context: GenerationContext) -> FloatArray:
         from songnet_core.model import TYPICAL_PLAY_MS, PlayContext
 
         out = np.full(self.size, -np.inf, dtype=np.float64)
