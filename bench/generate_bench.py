@@ -46,12 +46,13 @@ from service.db import open_database  # noqa: E402
 from service.features import load_feature_matrix, recompute_features  # noqa: E402
 from service.importer import import_paths  # noqa: E402
 from service.library import load_listens  # noqa: E402
-from service.playlists import Library, ModelScorer, PlaylistGenerator  # noqa: E402
+from service.playlists import Library, PlaylistGenerator  # noqa: E402
 from service.settings import PlaylistConfig, load_settings  # noqa: E402
 from service.training import listener_zone_name  # noqa: E402
-from songnet_core.blend import BlendedNextTrack  # noqa: E402
 from songnet_core.dataset import N_CONTEXT, Vocabulary, build_sequence  # noqa: E402
 from songnet_core.model import ModelConfig, SongNet, save_checkpoint  # noqa: E402
+from songnet_core.ranker import model_scorer as history_model_scorer  # noqa: E402
+from songnet_core.ranker import songnet_scorer  # noqa: E402
 from songnet_core.synthetic import SyntheticConfig, generate_plays, write_extended_export  # noqa: E402
 from songnet_core.train import TrackFeatureTable, TrainConfig, TrainingData, train  # noqa: E402
 
@@ -154,7 +155,7 @@ def main() -> int:
     figures["classes"] = model.vocab.n_classes
     figures["tracks"] = len(library.tracks)
     generator = PlaylistGenerator(
-        library, ModelScorer(model, library.artist_of, listener_zone_name(settings)),
+        library, history_model_scorer(model, library.history(settings), artist_of=library.artist_of, zone_name=listener_zone_name(settings)),
         zone=settings.zone, model_version=stored.id,
     )  # fmt: skip
     seeds = generator.default_seeds()
@@ -166,10 +167,9 @@ def main() -> int:
     assert len(playlist.tracks) == args.length
     # What the daemon uses once a model carries blend weights; every baseline weighted is
     # the most work per step.
-    model_scorer = ModelScorer(model, library.artist_of, listener_zone_name(settings))
-    blend = BlendedNextTrack(
-        model_scorer, library.transitions, library.sessions, library.plays,
-        dict.fromkeys(("model", "pop", "markov", "sknn", "repeat"), 0.2), size=model_scorer.size,
+    blend = songnet_scorer(
+        model, library.history(settings), dict.fromkeys(("model", "pop", "markov", "sknn", "repeat"), 0.2),
+        artist_of=library.artist_of, zone_name=listener_zone_name(settings),
     )  # fmt: skip
     blended = PlaylistGenerator(library, blend, zone=settings.zone, model_version=stored.id)
     blended.generate(config, rng_seed=-2 % 2**32)  # warm-up

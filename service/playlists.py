@@ -30,7 +30,6 @@ from service import model_store, tables
 from service.settings import PlaylistConfig, Settings
 from songnet_core.features import TrackFeatures
 from songnet_core.generate import (
-    FloatArray,
     GenerationContext,
     NextTrackScorer,
     PlaylistRules,
@@ -38,6 +37,7 @@ from songnet_core.generate import (
     continue_playlist,
 )
 from songnet_core.history import Listen, TrackInfo
+from songnet_core.ranker import ListeningHistory, fuses_baselines, songnet_scorer
 from songnet_core.reasons import Explainer
 from songnet_core.seeds import SeedIndex
 from songnet_core.sessions import split_sessions
@@ -128,6 +128,17 @@ class Library:
             sessions=by_session, plays=plays,
         )  # fmt: skip
 
+    def history(self, settings: Settings) -> ListeningHistory:
+        """Every kept play, read as `songnet eval` reads a history (`build_sequence`)."""
+        from service.training import listener_zone_name
+        from songnet_core.dataset import build_sequence
+
+        seq = build_sequence(
+            self.listens, tz=listener_zone_name(settings), min_ms=settings.min_play_ms,
+            gap_s=int(settings.session_gap_minutes * 60),
+        )  # fmt: skip
+        return ListeningHistory.of(seq)
+
     def recent_tracks(self, since_ts: int) -> set[int]:
         return {x.track_id for x in self.listens if x.end_ts >= since_ts}
 
@@ -140,56 +151,6 @@ def load_uri_aliases(engine: Engine) -> dict[str, int]:
             if uri and tid is not None:
                 aliases.setdefault(uri, tid)
     return aliases
-
-
-class ModelScorer:
-    """The promoted LSTM as a `NextTrackScorer`: its scores spread over library track ids.
-
-    Scores come from a `ModelStepper`, which carries the LSTM state from one track to the next
-    instead of reading the whole playlist again at each step. With `prefix` (the listener's
-    recent plays: track ids, artist ids, end times), the model reads the playlist as the
-    continuation of that history, as it read every sequence in training; the playlist's
-    tracks are taken as played back to back from the context's moment.
-    """
-
-    def __init__(
-        self,
-        model: LoadedModel,
-        artist_of: npt.NDArray[np.int64],
-        zone_name: str,
-        prefix: tuple[Sequence[int], Sequence[int], Sequence[int]] | None = None,
-    ) -> None:
-        from songnet_core.stepper import ModelStepper
-
-        self.model = model
-        self.stepper = ModelStepper(model)
-        self.artist_of = artist_of
-        self.zone_name = zone_name
-        ids = np.asarray(model.track_ids, dtype=np.int64)
-        self.size = max(int(artist_of.size), int(ids.max(initial=-1)) + 1)
-        self.ids = ids
-        self.prefix = prefix
-
-    def scores(self, history: Sequence[int], context: GenerationContext) -> FloatArray:
-        from songnet_core.model import TYPICAL_PLAY_MS, PlayContext
-
-        out = np.full(self.size, -np.inf, dtype=np.float64)
-        if not history and not self.prefix:  # nothing to continue from: the most played tracks
-            out[self.ids] = np.log(np.maximum(self.model.vocab.counts, 1))
-            return out
-        artists = [int(self.artist_of[t]) if 0 <= t < self.artist_of.size else -1 for t in history]
-        ctx = PlayContext(ts=context.ts, tz=self.zone_name)
-        if self.prefix:
-            p_ids, p_artists, p_ends = self.prefix
-            step = TYPICAL_PLAY_MS // 1000
-            ends = [*p_ends, *(context.ts + i * step for i in range(len(history)))]
-            logp = self.stepper.next_scores(
-                [*p_ids, *history], ctx, history_artist_ids=[*p_artists, *artists], history_end_ts=ends
-            )
-        else:
-            logp = self.stepper.next_scores(list(history), ctx, history_artist_ids=artists)
-        out[self.ids] = logp
-        return out
 
 
 class PlaylistGenerator:
@@ -223,15 +184,11 @@ class PlaylistGenerator:
         library = Library.load(engine, settings)
         if not library.listens:
             raise EmptyLibraryError()
-        model_scorer = ModelScorer(model, library.artist_of, listener_zone_name(settings))
-        scorer: NextTrackScorer = model_scorer
-        weights = blend_weights(stored.metrics)
-        if weights:  # the LSTM fused with the baselines, as `songnet eval` measures it
-            from songnet_core.blend import BlendedNextTrack
-
-            scorer = BlendedNextTrack(
-                model_scorer, library.transitions, library.sessions, library.plays, weights, size=model_scorer.size
-            )
+        # The ranker `songnet eval` measures, reading the listener's whole history.
+        scorer = songnet_scorer(
+            model, library.history(settings), blend_weights(stored.metrics), artist_of=library.artist_of,
+            zone_name=listener_zone_name(settings),
+        )  # fmt: skip
         return cls(library, scorer, zone=settings.zone, model_version=stored.id, min_play_ms=settings.min_play_ms)
 
     def default_seeds(self) -> list[str]:
@@ -305,7 +262,7 @@ def blend_weights(metrics: dict[str, Any]) -> dict[str, float]:
     """The blend a model was trained with (`blend_<scorer>` metrics); empty for the model
     alone (older models, or validation too small to fit on)."""
     weights = {k.removeprefix("blend_"): float(v) for k, v in metrics.items() if k.startswith("blend_")}
-    return weights if any(v > 0 for k, v in weights.items() if k != "model") else {}
+    return weights if fuses_baselines(weights) else {}
 
 
 @contextmanager

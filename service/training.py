@@ -93,9 +93,10 @@ def train_and_maybe_promote(
     from service.features import load_feature_matrix, recompute_features
     from service.library import load_listens
     from songnet_core.dataset import build_sequence
+    from songnet_core.evaluate import features_before
     from songnet_core.model import save_checkpoint
     from songnet_core.promotion import MIN_COMPARE_STEPS, compare_on_split
-    from songnet_core.train import TrackFeatureTable, TrainingData, train
+    from songnet_core.train import TrackFeatureTable, TrainingData, train, validation_halves
 
     cfg = config or default_train_config(settings)
     zone = listener_zone_name(settings)
@@ -117,7 +118,13 @@ def train_and_maybe_promote(
     features = TrackFeatureTable(track_ids, load_feature_matrix(engine, track_ids.tolist()))
     log.info("training started", plays=len(listens), positions=len(seq), sessions=seq.n_sessions, tracks=len(track_ids))
 
-    result = train(cfg, TrainingData(seq, None, features), progress=progress, should_stop=should_stop)
+    # The model fitted before the validation sessions sees the features as they stood then.
+    val_first, _ = validation_halves(seq.n_sessions, cfg.val_share)
+    val_start = seq.session_bounds(val_first)[0] if val_first < seq.n_sessions else len(seq)
+    validation_features = features_before(listens, int(seq.end_ts[max(val_start - 1, 0)]), zone)
+    result = train(
+        cfg, TrainingData(seq, None, features, validation_features), progress=progress, should_stop=should_stop
+    )
     if result.stopped or result.model is None or (should_stop is not None and should_stop()):
         log.warning("training stopped before it finished; nothing stored, the promoted model stays")
         return TrainOutcome(stopped=True, plays=len(listens), reason="stopped")
@@ -142,7 +149,7 @@ def train_and_maybe_promote(
     metrics["trained_until_ts"] = float(seq.end_ts[max(end - 1, 0)])
     metrics["watermark_play_id"] = float(watermark)
     epochs = len(result.history)
-    metrics.update(_blend_weights(seq, new_val, val_first, n_train))
+    metrics.update(_blend_weights(seq, new_val, int(metrics.get("weights_first_session", val_first)), n_train, zone))
 
     outcome = TrainOutcome(stopped=False, plays=len(listens), epochs=epochs, metrics=metrics)
     current_info = model_store.promoted_model(engine)
@@ -212,18 +219,22 @@ def _features_stale(engine: Engine, watermark: int) -> bool:
 BLEND_FIT_STEPS = 2000  # validation steps the blend weights are fitted on (a random sample)
 
 
-def _blend_weights(seq: ListeningSequence, validation_model: LoadedModel, val_first: int, n_train: int) -> dict[str, float]:
-    """`blend_<scorer>` weights for generation, fitted on the validation sessions as
-    `songnet eval` fits them; none (the model alone) when there is nothing to fit on."""
-    from songnet_core.dataset import EncodedSequence
-    from songnet_core.evaluate import ProtocolSplit, fit_blend_on_validation
+def _blend_weights(
+    seq: ListeningSequence, validation_model: LoadedModel, weights_first: int, n_train: int, zone: str
+) -> dict[str, float]:
+    """`blend_<scorer>` weights for generation, fitted on the second half of the validation
+    sessions as `songnet eval` fits them; none (the model alone) when there is nothing to fit on."""
+    from songnet_core.dataset import target_positions
+    from songnet_core.evaluate import RankingLibrary, fit_songnet_weights
 
-    if val_first <= 0 or val_first >= n_train:
+    if weights_first <= 0 or weights_first >= n_train:
         return {}
-    split = ProtocolSplit(seq, n_train, np.zeros(0, dtype=np.int64), validation_model.vocab)
-    enc = EncodedSequence.build(seq, validation_model.vocab)
-    weights = fit_blend_on_validation(split, enc, validation_model, val_first, max_steps=BLEND_FIT_STEPS)
-    if weights is None:
+    positions = target_positions(seq, weights_first, n_train)
+    if len(positions) > BLEND_FIT_STEPS:
+        positions = np.sort(np.random.default_rng(0).choice(positions, size=BLEND_FIT_STEPS, replace=False))
+    fitted = fit_songnet_weights(RankingLibrary(seq, zone), validation_model, positions)
+    if fitted is None:
         return {}
+    weights = fitted[0]
     log.info("blend weights fitted on the validation sessions", **{k: round(v, 3) for k, v in weights.items()})
     return {f"blend_{k}": v for k, v in weights.items()}

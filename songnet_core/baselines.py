@@ -1,9 +1,12 @@
 """The simple rules the model must beat, as scorers over an encoded listening sequence.
 
 Every scorer answers `scores(positions)`: for each position p, a score per class for the track
-at p, using only positions before p. Statistics (popularity, transitions, neighbour sessions)
-come from the training sessions `[0, train_sessions)` alone; later positions serve only as the
-listener's history (repeat, and the current session for session-kNN).
+at p, from the plays before p alone. Their statistics are history-updated: popularity, Markov
+transitions and session-kNN's neighbour pool count every play before the scored step
+(training sessions, earlier test sessions and the current session's prefix), updated one play
+at a time as the positions advance, so the target at p is counted only once p has been scored.
+Positions are expected in ascending order across calls (evaluation scores them so); a call that
+goes back starts the counts again from the beginning of the sequence.
 """
 
 from __future__ import annotations
@@ -13,120 +16,139 @@ import numpy as np
 from songnet_core.dataset import EncodedSequence, FloatArray, IntArray
 
 
-def _train_end(enc: EncodedSequence, train_sessions: int) -> int:
-    if train_sessions <= 0:
-        return 0
-    return enc.seq.session_bounds(train_sessions - 1)[1]
-
-
-def popularity(enc: EncodedSequence, train_sessions: int) -> FloatArray:
-    """Plays per class in the training sessions."""
-    cls = enc.tracks.cls[: _train_end(enc, train_sessions)]
-    return np.bincount(cls[cls >= 0], minlength=enc.vocab.n_classes).astype(np.float32)
-
-
 def _tie_break(pop: FloatArray) -> FloatArray:
     """Popularity squeezed into [0, 0.5): added to integer-valued scores it only breaks ties."""
     out: FloatArray = (0.5 * pop / (pop.max(initial=0.0) + 1.0)).astype(np.float32)
     return out
 
 
-class MostPopular:
-    def __init__(self, enc: EncodedSequence, train_sessions: int) -> None:
-        self.pop = popularity(enc, train_sessions)
+class _History:
+    """The plays before a cursor, fed to `_add` one position at a time."""
 
-    def scores(self, positions: IntArray) -> FloatArray:
-        return np.tile(self.pop, (len(positions), 1))
-
-
-class Markov:
-    """First-order transitions between consecutive tracks of training sessions; where the
-    current track has none (or too few), popularity decides."""
-
-    def __init__(self, enc: EncodedSequence, train_sessions: int) -> None:
-        end = _train_end(enc, train_sessions)
-        cls, sess = enc.tracks.cls[:end], enc.seq.session[:end]
-        c = enc.vocab.n_classes
-        ok = (cls[:-1] >= 0) & (cls[1:] >= 0) & (sess[:-1] == sess[1:])
-        pairs = cls[:-1][ok] * c + cls[1:][ok]
-        keys, counts = np.unique(pairs, return_counts=True)
-        self.n_classes = c
-        self.src, self.dst, self.counts = keys // c, keys % c, counts.astype(np.float32)
-        self.row_start = np.searchsorted(self.src, np.arange(c + 1))
+    def __init__(self, enc: EncodedSequence) -> None:
+        self.enc = enc
         self.cls = enc.tracks.cls
-        self.tie = _tie_break(popularity(enc, train_sessions))
+        self.n_classes = enc.vocab.n_classes
+        self._reset()
+
+    def _reset(self) -> None:
+        self.done = 0
+        self.pop = np.zeros(self.n_classes, dtype=np.float32)
+
+    def _advance(self, p: int) -> None:
+        if p < self.done:
+            self._reset()
+        for q in range(self.done, p):
+            c = int(self.cls[q])
+            if c >= 0:
+                self.pop[c] += 1.0
+            self._add(q, c)
+        self.done = p
+
+    def _add(self, q: int, c: int) -> None:
+        """Count the play at position `q` (class `c`, -1 for none) beyond popularity."""
 
     def scores(self, positions: IntArray) -> FloatArray:
-        out = np.tile(self.tie, (len(positions), 1))
-        for i, p in enumerate(positions):
-            cur = self.cls[p - 1] if p > 0 else -1
-            if cur >= 0:
-                a, b = self.row_start[cur], self.row_start[cur + 1]
-                out[i, self.dst[a:b]] += self.counts[a:b]
+        out = np.empty((len(positions), self.n_classes), dtype=np.float32)
+        for i in np.argsort(positions, kind="stable"):
+            self._advance(int(positions[i]))
+            out[i] = self._row(int(positions[i]))
+        return out
+
+    def _row(self, p: int) -> FloatArray:
+        raise NotImplementedError
+
+
+class MostPopular(_History):
+    """Plays per class before the step."""
+
+    def _row(self, p: int) -> FloatArray:
+        return self.pop.copy()
+
+
+class Markov(_History):
+    """First-order transitions between consecutive plays of one session, before the step;
+    where the current track has none, popularity decides."""
+
+    def _reset(self) -> None:
+        super()._reset()
+        self.follow: dict[int, dict[int, float]] = {}
+
+    def _add(self, q: int, c: int) -> None:
+        if q == 0 or c < 0:
+            return
+        prev = int(self.cls[q - 1])
+        if prev >= 0 and self.enc.seq.session[q - 1] == self.enc.seq.session[q]:
+            row = self.follow.setdefault(prev, {})
+            row[c] = row.get(c, 0.0) + 1.0
+
+    def _row(self, p: int) -> FloatArray:
+        out = _tie_break(self.pop)
+        row = self.follow.get(int(self.cls[p - 1]) if p > 0 else -1)
+        if row:
+            out[np.fromiter(row, dtype=np.int64, count=len(row))] += np.fromiter(row.values(), dtype=np.float32, count=len(row))
         return out
 
 
-class Repeat:
+class Repeat(_History):
     """The listener's most recent tracks, most recent first; never played: by popularity."""
 
-    def __init__(self, enc: EncodedSequence, train_sessions: int) -> None:
-        self.cls = enc.tracks.cls
-        self.tie = _tie_break(popularity(enc, train_sessions))
+    def _reset(self) -> None:
+        super()._reset()
+        self.last = np.full(self.n_classes, -1.0, dtype=np.float32)  # position of each class's latest play
 
-    def scores(self, positions: IntArray) -> FloatArray:
-        c = len(self.tie)
-        out = np.empty((len(positions), c), dtype=np.float32)
-        order = np.argsort(positions, kind="stable")
-        last = np.full(c, -1.0, dtype=np.float32)  # position of each class's latest play
-        done = 0
-        for i in order:
-            p = int(positions[i])
-            seen = self.cls[done:p]
-            idx = np.flatnonzero(seen >= 0)
-            last[seen[idx]] = (done + idx).astype(np.float32)
-            done = max(done, p)
-            # Recency rank dominates (+1 keeps never-played at the bottom), popularity breaks ties.
-            out[i] = np.where(last >= 0, last + 2.0, 0.0) + self.tie
+    def _add(self, q: int, c: int) -> None:
+        if c >= 0:
+            self.last[c] = float(q)
+
+    def _row(self, p: int) -> FloatArray:
+        # Recency rank dominates (+2 keeps never-played at the bottom), popularity breaks ties.
+        out: FloatArray = np.where(self.last >= 0, self.last + 2.0, 0.0).astype(np.float32) + _tie_break(self.pop)
         return out
 
 
-class SessionKNN:
-    """Session-based kNN: the current session's tracks so far against the most recent
-    `sample` training sessions, cosine similarity on track sets; each of the `k` nearest
-    adds its similarity to every track it holds."""
+class SessionKNN(_History):
+    """Session-based kNN: the current session's tracks so far against the `sample` most recent
+    sessions that ended before it (earlier test sessions included), cosine similarity on track
+    sets; each of the `k` nearest adds its similarity to every track it holds."""
 
-    def __init__(self, enc: EncodedSequence, train_sessions: int, *, k: int = 100, sample: int = 1000) -> None:
-        seq, cls = enc.seq, enc.tracks.cls
-        c = enc.vocab.n_classes
-        first = max(0, train_sessions - sample)
-        rows = []
-        for s in range(first, train_sessions):
+    def __init__(self, enc: EncodedSequence, *, k: int = 100, sample: int = 1000) -> None:
+        self.k, self.sample = k, sample
+        super().__init__(enc)
+
+    def _reset(self) -> None:
+        super()._reset()
+        # A ring of the last `sample` complete sessions' track sets, overwritten oldest first.
+        self.pool = np.zeros((max(self.sample, 1), self.n_classes), dtype=np.float32)
+        self.norms = np.zeros(len(self.pool), dtype=np.float32)
+        self.completed = 0
+
+    def _add(self, q: int, c: int) -> None:
+        seq = self.enc.seq
+        s = int(seq.session[q])
+        if self.sample > 0 and (q + 1 == len(seq) or int(seq.session[q + 1]) != s):  # the session is complete
             a, b = seq.session_bounds(s)
-            row = np.zeros(c, dtype=np.float32)
-            ids = cls[a:b]
-            row[ids[ids >= 0]] = 1.0
-            rows.append(row)
-        self.sessions = np.stack(rows) if rows else np.zeros((0, c), dtype=np.float32)
-        self.norms = np.sqrt(self.sessions.sum(axis=1))
-        self.k = k
-        self.enc = enc
-        self.tie = _tie_break(popularity(enc, train_sessions)) * 1e-3
+            ids = self.cls[a:b]
+            slot = self.completed % len(self.pool)
+            self.pool[slot] = 0.0
+            self.pool[slot, ids[ids >= 0]] = 1.0
+            self.norms[slot] = np.sqrt(self.pool[slot].sum())
+            self.completed += 1
 
-    def scores(self, positions: IntArray) -> FloatArray:
-        c = len(self.tie)
-        q = np.zeros((len(positions), c), dtype=np.float32)
-        seq, cls = self.enc.seq, self.enc.tracks.cls
-        for i, p in enumerate(positions):
-            start = int(seq.session_starts[seq.session[p]])
-            ids = cls[start:p]
-            q[i, ids[ids >= 0]] = 1.0
-        overlap = q @ self.sessions.T  # [n, S]
-        qn = np.sqrt(q.sum(axis=1))
-        sim = overlap / np.maximum(qn[:, None] * self.norms[None, :], 1e-9)
-        if sim.shape[1] > self.k:
-            cut = np.partition(sim, -self.k, axis=1)[:, -self.k][:, None]
-            sim = np.where(sim >= cut, sim, 0.0)
-        out: FloatArray = (sim @ self.sessions + self.tie).astype(np.float32)
+    def _row(self, p: int) -> FloatArray:
+        seq = self.enc.seq
+        tie = _tie_break(self.pop) * 1e-3
+        start = int(seq.session_starts[seq.session[p]])
+        ids = self.cls[start:p]
+        q = np.unique(ids[ids >= 0])
+        if q.size == 0 or self.completed == 0:
+            return tie
+        m = self.pool
+        sim = m[:, q].sum(axis=1) / np.maximum(np.sqrt(q.size) * self.norms, 1e-9)
+        if sim.size > self.k:
+            sim = np.where(sim >= np.partition(sim, -self.k)[-self.k], sim, 0.0)
+        near = np.flatnonzero(sim > 0)
+        out: FloatArray = (sim[near] @ m[near] + tie).astype(np.float32)
         return out
 
 

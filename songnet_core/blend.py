@@ -15,6 +15,7 @@ at 10 computed from `fused_ranks` are exact.
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from songnet_core.transitions import TransitionCounts
 TOP = 50  # each scorer's list that takes part
 FUSION_K = 10.0  # reciprocal rank fusion's constant: smaller favours each list's very top
 GRID = 8  # weights are multiples of 1/GRID that sum to 1
+SCORERS = ("model", "pop", "markov", "sknn", "repeat")  # what the blend fuses, the model first
 
 
 @dataclass(frozen=True)
@@ -190,7 +192,7 @@ class BlendedNextTrack:
     ) -> None:
         self.model, self.transitions, self.size = model, transitions, size
         self.weights = {k: float(v) for k, v in weights.items() if v > 0}
-        unknown = set(self.weights) - {"model", "pop", "markov", "sknn", "repeat"}
+        unknown = set(self.weights) - set(SCORERS)
         if unknown:
             raise ValueError(f"unknown scorer(s) in the blend: {sorted(unknown)}")
         pop = np.zeros(size, dtype=np.float64)
@@ -222,13 +224,32 @@ class BlendedNextTrack:
         self._member_track, self._member_session = self._session_flat[order], owners[order]
         self.sknn_k = sknn_k
 
-    def scores(self, history: Sequence[int], context: Any) -> F64:
+    def with_weights(self, weights: Mapping[str, float]) -> BlendedNextTrack:
+        """The same model and library state under other weights (nothing is rebuilt)."""
+        other = copy.copy(self)
+        other.weights = {k: float(v) for k, v in weights.items() if v > 0}
+        return other
+
+    def _model_scores(self, history: Sequence[int], context: Any) -> F64:
         raw = np.asarray(self.model.scores(history, context), dtype=np.float64)
         if raw.size == self.size:
-            model = raw
-        else:
-            model = np.full(self.size, -np.inf)
-            model[: min(self.size, raw.size)] = raw[: self.size]
+            return raw
+        model = np.full(self.size, -np.inf)
+        model[: min(self.size, raw.size)] = raw[: self.size]
+        return model
+
+    def lists(self, history: Sequence[int], context: Any, names: Sequence[str] = SCORERS) -> dict[str, IntArray]:
+        """Each named scorer's top `TOP` track ids, best first, the current track left out:
+        what `scores` fuses (fitting the weights reads them for every scorer)."""
+        model = self._model_scores(history, context)
+        current = history[-1] if history else -1
+        return {
+            name: _top_ids(model, current, TOP) if name == "model" else self._top(name, history, current)
+            for name in names
+        }
+
+    def scores(self, history: Sequence[int], context: Any) -> F64:
+        model = self._model_scores(history, context)
         if set(self.weights) <= {"model"}:
             return model
         current = history[-1] if history else -1
@@ -320,5 +341,5 @@ def _top_ids(scores: F64, current: int, top: int) -> IntArray:
 
 
 __all__ = [
-    "FUSION_K", "GRID", "TOP", "BlendedNextTrack", "TopLists", "fit_weights", "fused_ranks", "simplex_grid", "top_lists",
+    "FUSION_K", "GRID", "SCORERS", "TOP", "BlendedNextTrack", "TopLists", "fit_weights", "fused_ranks", "simplex_grid", "top_lists",
 ]  # fmt: skip

@@ -4,29 +4,36 @@ Plays ≥ 30 s, music only; sessions split at 30-min gaps, consecutive repeats c
 (`dataset.build_sequence`). Sessions ordered by start; the last 20 % are test. In each test
 session every track after the first is a target, predicted from everything before it, by
 ranking every track seen in training (no sampled negatives), the current track excluded;
-a target never seen in training is a miss. Earlier test sessions serve as history (the
-model reads them, the repeat rule and session-kNN's current session use them), never as
-training data. HR@10, MRR@10 and NDCG@10 come with 95 % bootstrap intervals over test
-sessions. The model's hyper-parameters are chosen on a validation split carved from the
-training sessions (`train.train`), never on test.
+a target never seen in training is a miss. HR@10, MRR@10 and NDCG@10 come with 95 % bootstrap
+intervals over test sessions.
 
-Beside the model alone, "blend" is the model fused with the baselines (`blend`), its weights
-fitted on that same validation split (the model trained without those sessions, baselines
-counting only what came before them), then applied unchanged on test.
+Every scorer may use every play before the scored step (training sessions, earlier test
+sessions, the current session's prefix), and none learns from the target before scoring it.
+The baselines (`baselines.py`) update their counts play by play. `songnet` is exactly what the
+weekly generation ranks with (`ranker.songnet_scorer`): the library as it stood when the
+session began (every play before it) and the session's prefix as the playlist so far; `model`
+is the LSTM of that same path alone; `fusion` the four baselines fused without the LSTM.
+
+The validation model (`train.train`'s early-stopped one) knows only the vocabulary, features
+and counts of plays before the validation sessions. Early stopping reads the first half of
+the validation sessions, the fusion weights are fitted on the second half, so neither choice
+is made on the steps that tuned the other.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from songnet_core.baselines import Markov, MostPopular, Repeat, SessionKNN
-from songnet_core.blend import fit_weights, fused_ranks, top_lists
+from songnet_core.blend import SCORERS, TOP, BlendedNextTrack, TopLists, fit_weights
 from songnet_core.dataset import (
     EncodedSequence,
+    FloatArray,
     ListeningSequence,
     Vocabulary,
     build_sequence,
@@ -34,19 +41,38 @@ from songnet_core.dataset import (
     time_split,
 )
 from songnet_core.features import compute_track_features, feature_matrix
+from songnet_core.generate import GenerationContext
 from songnet_core.history import Listen
-from songnet_core.metrics import METRICS, Estimate, Scorer, evaluate_positions, summarise
+from songnet_core.metrics import (
+    METRICS,
+    Estimate,
+    Scorer,
+    evaluate_positions,
+    paired_difference,
+    summarise,
+    target_ranks,
+)
 from songnet_core.model import LoadedModel
+from songnet_core.ranker import (
+    ListeningHistory,
+    ModelNextTrack,
+    blended_scorer,
+    model_scorer,
+    songnet_scorer,
+)
 from songnet_core.train import (
-    ModelScorer,
     TrackFeatureTable,
     TrainConfig,
     TrainingData,
     TrainProgress,
     train,
+    validation_halves,
 )
 
 TEST_SHARE = 0.2
+BASELINE_NAMES = ("pop", "markov", "sknn", "repeat")
+# Called as (phase, steps done, steps in all) while the test or validation steps are ranked.
+StepProgress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -91,6 +117,9 @@ class EvaluationReport:
     train_sessions: int
     results: dict[str, dict[str, Estimate]]  # scorer name -> metric -> estimate
     model_metrics: dict[str, float] = field(default_factory=dict)
+    best_baseline: str | None = None
+    # songnet − best baseline per metric, paired bootstrap over test sessions
+    differences: dict[str, Estimate] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -102,55 +131,152 @@ class EvaluationReport:
             for m, est in metrics.items():
                 row[m] = round(est.value, 4)
                 row[f"{m}_ci"] = [round(est.lo, 4), round(est.hi, 4)]
+            row["steps"] = self.test_steps
             out[name] = row
+        if self.best_baseline is not None:
+            best = self.results[self.best_baseline]
+            out["best_baseline"] = {"name": self.best_baseline, "hr@10": round(best["hr@10"].value, 4), "mrr@10": round(best["mrr@10"].value, 4)}
+            if "songnet" in self.results:
+                ratio: dict[str, Any] = {}
+                for m in ("hr@10", "mrr@10"):
+                    ratio[m] = round(self.results["songnet"][m].value / max(best[m].value, 1e-9), 4)
+                    d = self.differences[m]
+                    ratio[f"{m}_difference"] = round(d.value, 4)
+                    ratio[f"{m}_difference_ci"] = [round(d.lo, 4), round(d.hi, 4)]
+                out["ratio"] = ratio
         out["model_training"] = {k: round(v, 4) for k, v in self.model_metrics.items()}
         return out
 
 
-def baseline_scorers(split: ProtocolSplit, *, sknn_k: int = 100, sknn_sample: int = 1000) -> dict[str, Any]:
-    enc = EncodedSequence.build(split.seq, split.vocab)
-    n = split.first_test_session
+def baseline_scorers(enc: EncodedSequence, *, sknn_k: int = 100, sknn_sample: int = 1000) -> dict[str, Scorer]:
+    """The history-updated baselines over `enc`."""
     return {
-        "pop": MostPopular(enc, n), "markov": Markov(enc, n),
-        "sknn": SessionKNN(enc, n, k=sknn_k, sample=sknn_sample), "repeat": Repeat(enc, n),
+        "pop": MostPopular(enc), "markov": Markov(enc), "sknn": SessionKNN(enc, k=sknn_k, sample=sknn_sample),
+        "repeat": Repeat(enc),
     }  # fmt: skip
 
 
-def training_features(listens: Sequence[Listen], split: ProtocolSplit, tz: str) -> TrackFeatureTable:
-    """The feature cache as it would have been at the end of training: test plays unseen."""
+def features_before(listens: Sequence[Listen], ts: int, tz: str) -> TrackFeatureTable:
+    """The feature cache as it would have been at `ts`: later plays unseen."""
     from zoneinfo import ZoneInfo
 
-    last_train_ts = int(split.seq.end_ts[split.train_end - 1])
-    feats = compute_track_features([x for x in listens if x.end_ts <= last_train_ts], tz=ZoneInfo(tz))
+    feats = compute_track_features([x for x in listens if x.end_ts <= ts], tz=ZoneInfo(tz))
     ids = np.asarray(sorted(feats), dtype=np.int64)
-    return TrackFeatureTable(ids, feature_matrix(ids.tolist(), feats, reference_ts=last_train_ts))
+    return TrackFeatureTable(ids, feature_matrix(ids.tolist(), feats, reference_ts=ts))
 
 
-def fit_blend_on_validation(
-    split: ProtocolSplit,
-    enc: EncodedSequence,
+@dataclass(frozen=True)
+class RankingLibrary:
+    """A listening sequence read as the library at each session's start: what the ranker of
+    generation reads there."""
+
+    seq: ListeningSequence
+    zone: str
+    artist_of: npt.NDArray[np.int64] = field(init=False)
+
+    def __post_init__(self) -> None:
+        seq = self.seq
+        artist_of = np.full(int(seq.track_ids.max(initial=-1)) + 1, -1, dtype=np.int64)
+        artist_of[seq.track_ids] = seq.artist_ids
+        object.__setattr__(self, "artist_of", artist_of)
+
+    def history_before(self, session: int) -> ListeningHistory:
+        return ListeningHistory.of(self.seq, session)
+
+    def context(self, session: int) -> GenerationContext:
+        from zoneinfo import ZoneInfo
+
+        start = self.seq.session_bounds(session)[0]
+        return GenerationContext.at(int(self.seq.end_ts[start]), ZoneInfo(self.zone))
+
+
+def _by_session(seq: ListeningSequence, positions: npt.NDArray[np.int64]) -> list[tuple[int, npt.NDArray[np.int64]]]:
+    sess = seq.session[positions]
+    return [(int(s), positions[sess == s]) for s in np.unique(sess)]
+
+
+def fit_songnet_weights(
+    library: RankingLibrary,
     validation_model: LoadedModel,
-    val_first: int,
+    positions: npt.NDArray[np.int64],
     *,
-    max_steps: int | None = None,
-    seed: int = 0,
-) -> dict[str, float] | None:
-    """Blend weights from the validation sessions [val_first, first test session): the model
-    that never trained on them and baselines that count only the sessions before them. None
-    when there are no validation steps. `max_steps`: fit on a random sample of that many."""
-    end = split.first_test_session
-    positions = target_positions(split.seq, val_first, end)
-    if max_steps is not None and len(positions) > max_steps:
-        positions = np.sort(np.random.default_rng(seed).choice(positions, size=max_steps, replace=False))
+    progress: StepProgress | None = None,
+) -> tuple[dict[str, float], dict[str, float]] | None:
+    """The fusion weights of songnet (model and baselines) and of the baselines alone, fitted
+    on `positions` (validation steps) from the lists the generation ranker fuses. None when
+    there are no steps."""
     if len(positions) == 0:
         return None
-    fit_end = split.seq.session_bounds(val_first - 1)[1]
-    seen = enc.tracks.cls[:fit_end]
-    candidates = np.zeros(split.vocab.n_classes, dtype=bool)
-    candidates[seen[seen >= 0]] = True
-    val_split = ProtocolSplit(split.seq, val_first, positions, split.vocab)
-    scorers = {"model": ModelScorer(validation_model.module, enc, validation_model.window), **baseline_scorers(val_split)}
-    return fit_weights(top_lists(scorers, enc, positions, candidates))
+    seq = library.seq
+    vocab = set(validation_model.track_ids.tolist())
+    ids = np.full((len(positions), len(SCORERS), TOP), -1, dtype=np.int64)
+    targets = np.full(len(positions), -1, dtype=np.int64)
+    row = 0
+    for s, pos in _by_session(seq, positions):
+        history = library.history_before(s)
+        blended = blended_scorer(
+            model_scorer(validation_model, history, artist_of=library.artist_of, zone_name=library.zone), history,
+            dict.fromkeys(SCORERS, 1.0),
+        )  # fmt: skip
+        ctx = library.context(s)
+        start = seq.session_bounds(s)[0]
+        for p in pos.tolist():
+            lists = blended.lists(seq.track_ids[start:p].tolist(), ctx)
+            for j, name in enumerate(SCORERS):
+                got = lists[name][:TOP]
+                ids[row, j, : got.size] = got
+                # Short lists (tiny libraries) padded with ids no target has.
+                ids[row, j, got.size :] = -2 - np.arange(TOP - got.size)
+            t = int(seq.track_ids[p])
+            targets[row] = t if t in vocab and t != int(seq.track_ids[p - 1]) else -1
+            row += 1
+        if progress is not None:
+            progress("fitting weights", row, len(positions))
+    lists_all = TopLists(SCORERS, ids, targets, {})
+    baselines_only = TopLists(SCORERS[1:], ids[:, 1:], targets, {})
+    return fit_weights(lists_all), {"model": 0.0, **fit_weights(baselines_only)}
+
+
+def songnet_ranks(
+    library: RankingLibrary,
+    model: LoadedModel,
+    weights: Mapping[str, float],
+    fusion_weights: Mapping[str, float] | None,
+    split: ProtocolSplit,
+    *,
+    progress: StepProgress | None = None,
+) -> dict[str, npt.NDArray[np.int64]]:
+    """Protocol ranks of `songnet` (the generation ranker), `model` (its LSTM alone) and, with
+    `fusion_weights`, `fusion` at every test step."""
+    seq, vocab = library.seq, split.vocab
+    cls = EncodedSequence.build(seq, vocab).tracks.cls
+    candidates = np.ones(vocab.n_classes, dtype=bool)
+    names = ["songnet", "model"] + (["fusion"] if fusion_weights is not None else [])
+    out = {n: np.zeros(len(split.positions), dtype=np.int64) for n in names}
+    done = 0
+    for s, pos in _by_session(seq, split.positions):
+        history = library.history_before(s)
+        songnet = songnet_scorer(model, history, weights, artist_of=library.artist_of, zone_name=library.zone)
+        alone = songnet.model if isinstance(songnet, BlendedNextTrack) else songnet
+        assert isinstance(alone, ModelNextTrack)
+        scorers = {"songnet": songnet, "model": alone}
+        if fusion_weights is not None:
+            scorers["fusion"] = blended_scorer(alone, history, fusion_weights)
+        ctx = library.context(s)
+        start = seq.session_bounds(s)[0]
+        # float64 as generation ranks: no ties that its scores do not have
+        rows = {n: np.empty((len(pos), vocab.n_classes), dtype=np.float64) for n in names}
+        for i, p in enumerate(pos.tolist()):
+            prefix = seq.track_ids[start:p].tolist()
+            for n in names:
+                dense = np.asarray(scorers[n].scores(prefix, ctx), dtype=np.float64)
+                rows[n][i] = np.where(vocab.track_ids < dense.size, dense[np.minimum(vocab.track_ids, dense.size - 1)], -np.inf)
+        for n in names:
+            out[n][done : done + len(pos)] = target_ranks(cast(FloatArray, rows[n]), cls[pos], cls[pos - 1], candidates)
+        done += len(pos)
+        if progress is not None:
+            progress("ranking test steps", done, len(split.positions))
+    return out
 
 
 def evaluate_listens(
@@ -164,11 +290,12 @@ def evaluate_listens(
     with_blend: bool = True,
     on_validation: bool = False,
     progress: Callable[[TrainProgress], None] | None = None,
+    step_progress: StepProgress | None = None,
 ) -> EvaluationReport:
     """Run the whole protocol on a history: split, train on the training part, rank test.
 
     `on_validation`: the same on the validation split inside the training part (test unseen),
-    for choosing hyper-parameters."""
+    for choosing hyper-parameters. Without `with_blend`, songnet is the model alone."""
     cfg = train_config or evaluation_train_config()
     split = protocol_split(
         build_sequence(listens, tz=tz), min_count=cfg.min_count,
@@ -178,35 +305,47 @@ def evaluate_listens(
     enc = EncodedSequence.build(seq, split.vocab)
     candidates = np.ones(split.vocab.n_classes, dtype=bool)
     sessions = seq.session[split.positions]
-    scorers: dict[str, Scorer] = {}
     model_metrics: dict[str, float] = {}
+    ranks: dict[str, npt.NDArray[np.int64]] = {}
     if with_model:
-        data = TrainingData(seq, split.first_test_session, training_features(listens, split, tz))
+        n_train = split.first_test_session
+        val_first, weights_first = validation_halves(n_train, cfg.val_share)
+        val_start = seq.session_bounds(val_first)[0] if val_first < n_train else split.train_end
+        data = TrainingData(
+            seq, n_train, features_before(listens, int(seq.end_ts[split.train_end - 1]), tz),
+            validation_features=features_before(listens, int(seq.end_ts[max(val_start - 1, 0)]), tz),
+        )  # fmt: skip
         result = train(cfg, data, progress=progress)
         assert result.model is not None
-        if not np.array_equal(result.model.vocab.track_ids, split.vocab.track_ids):
-            raise AssertionError("the model's classes differ from the tracks seen in training")
-        scorers["model"] = ModelScorer(result.model.module, enc, result.model.window)
         model_metrics = dict(result.metrics)
-    scorers.update(baseline_scorers(split))
-    weights = None
-    if with_model and with_blend and result.validation_model is not None and "val_first_session" in result.metrics:
-        weights = fit_blend_on_validation(split, enc, result.validation_model, int(result.metrics["val_first_session"]))
-    if weights is not None:
-        # One scoring pass gives every scorer's ranks and the lists the blend fuses.
-        lists = top_lists(scorers, enc, split.positions, candidates)
-        ranks = {**lists.ranks, "blend": fused_ranks(lists, weights)}
+        library = RankingLibrary(seq, tz)
+        fitted = None
+        if with_blend and result.validation_model is not None:
+            fitted = fit_songnet_weights(
+                library, result.validation_model, target_positions(seq, weights_first, n_train), progress=step_progress
+            )  # fmt: skip
+        weights, fusion = fitted if fitted is not None else ({"model": 1.0}, None)
         model_metrics.update({f"blend_{k}": v for k, v in weights.items()})
-    else:
-        ranks = {name: evaluate_positions(sc, enc, split.positions, candidates) for name, sc in scorers.items()}
+        if fusion is not None:
+            model_metrics.update({f"fusion_{k}": v for k, v in fusion.items()})
+        ranks.update(songnet_ranks(library, result.model, weights, fusion, split, progress=step_progress))
+    for name, sc in baseline_scorers(enc).items():
+        ranks[name] = evaluate_positions(sc, enc, split.positions, candidates)
     results = {name: summarise(r, sessions, n_boot=n_boot, seed=seed) for name, r in ranks.items()}
+    best = max(BASELINE_NAMES, key=lambda b: (results[b]["hr@10"].value, results[b]["mrr@10"].value))
+    differences = {}
+    if "songnet" in ranks:
+        differences = {
+            m: paired_difference(ranks["songnet"], ranks[best], sessions, m, n_boot=n_boot, seed=seed) for m in ("hr@10", "mrr@10")
+        }
     return EvaluationReport(
         test_steps=len(split.positions), test_sessions=seq.n_sessions - split.first_test_session,
         train_sessions=split.first_test_session, results=results, model_metrics=model_metrics,
+        best_baseline=best, differences=differences,
     )  # fmt: skip
 
 
 __all__ = [
-    "METRICS", "EvaluationReport", "ProtocolSplit", "evaluate_listens", "evaluation_train_config", "fit_blend_on_validation",
-    "protocol_split",
+    "METRICS", "EvaluationReport", "ProtocolSplit", "RankingLibrary", "baseline_scorers", "evaluate_listens",
+    "evaluation_train_config", "features_before", "fit_songnet_weights", "protocol_split", "songnet_ranks",
 ]  # fmt: skip

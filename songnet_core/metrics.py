@@ -87,6 +87,24 @@ def summarise(
     return out
 
 
+def paired_difference(
+    a: IntArray, b: IntArray, sessions: IntArray, metric: str, *, k: int = K, n_boot: int = 1000, seed: int = 0
+) -> Estimate:
+    """`metric` of ranks `a` minus that of ranks `b` (the same steps), with a paired percentile
+    bootstrap interval: each resample draws whole sessions and scores both on them."""
+    diff = step_metrics(a, k)[metric] - step_metrics(b, k)[metric]
+    if len(diff) == 0:
+        return Estimate(math.nan, math.nan, math.nan)
+    _, sess = np.unique(sessions, return_inverse=True)
+    n_sess = int(sess.max()) + 1
+    steps = np.bincount(sess, minlength=n_sess).astype(np.float64)
+    totals = np.bincount(sess, weights=diff, minlength=n_sess)
+    draws = np.random.default_rng(seed).integers(0, n_sess, size=(n_boot, n_sess))
+    boot = totals[draws].sum(axis=1) / np.maximum(steps[draws].sum(axis=1), 1.0)
+    lo, hi = np.quantile(boot, [0.025, 0.975])
+    return Estimate(float(diff.mean()), float(lo), float(hi))
+
+
 def evaluate_positions(
     scorer: Scorer, enc: EncodedSequence, positions: IntArray, candidates: BoolArray, chunk: int = 512
 ) -> IntArray:

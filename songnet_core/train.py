@@ -96,6 +96,9 @@ class TrainingData:
     seq: ListeningSequence
     train_sessions: int | None = None
     track_features: TrackFeatureTable | None = None
+    # The features as they stood when the validation sessions began, for the model fitted
+    # before them (None: `track_features`).
+    validation_features: TrackFeatureTable | None = None
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,14 @@ def make_batch(
     return x, torch.from_numpy(tgt)
 
 
+def validation_halves(n_train: int, val_share: float) -> tuple[int, int]:
+    """The first validation session, and the first of its second half: early stopping reads
+    [first, second), fitting fusion weights [second, n_train), so neither is chosen on the
+    steps that tuned the other (one validation session: both read it)."""
+    first = time_split(n_train, val_share)
+    return first, first + (n_train - first) // 2 if n_train - first >= 2 else first
+
+
 def _build_model(cfg: TrainConfig, vocab: Vocabulary, features: TrackFeatureTable | None) -> SongNet:
     feats = features.rows(vocab.track_ids) if (features is not None and cfg.use_track_features) else None
     mc = ModelConfig(
@@ -216,28 +227,30 @@ def train(
     n_train = seq.n_sessions if data.train_sessions is None else data.train_sessions
     if n_train < 2:
         raise ValueError("training needs at least two listening sessions")
-    val_first = time_split(n_train, config.val_share)
+    val_first, weights_first = validation_halves(n_train, config.val_share)
     vocab = Vocabulary.build(seq.prefix(n_train), min_count=config.min_count)
     enc = EncodedSequence.build(seq, vocab)
     fit_end = seq.session_bounds(val_first - 1)[1]
-    val_pos = target_positions(seq, val_first, n_train)
-    seen_in_fit = np.zeros(vocab.n_classes, dtype=bool)
-    fit_cls = enc.tracks.cls[:fit_end]
-    seen_in_fit[fit_cls[fit_cls >= 0]] = True
+    val_pos = target_positions(seq, val_first, weights_first if weights_first > val_first else n_train)
+    # The model fitted before validation knows only what came before it: its classes are the
+    # tracks played before the validation sessions, its features as they stood then.
+    fit_vocab = Vocabulary.build(seq.prefix(val_first), min_count=config.min_count)
+    fit_enc = EncodedSequence.build(seq, fit_vocab)
+    seen_in_fit = np.ones(fit_vocab.n_classes, dtype=bool)
 
     def validate(module: SongNet) -> float:
         if len(val_pos) == 0:
             return math.nan
-        ranks = evaluate_positions(ModelScorer(module, enc, config.window), enc, val_pos, seen_in_fit)
+        ranks = evaluate_positions(ModelScorer(module, fit_enc, config.window), fit_enc, val_pos, seen_in_fit)
         return summarise(ranks, seq.session[val_pos], n_boot=1)["hr@10"].value
 
     started = clock()
     budget = config.time_budget_s
     fit_deadline = None if budget is None else started + budget / 2
     _seed_everything(config.seed)
-    model = _build_model(config, vocab, data.track_features)
+    model = _build_model(config, fit_vocab, data.validation_features or data.track_features)
     fit = _fit(
-        model, enc, fit_end, config, config.max_epochs, validate, progress, should_stop, "fit",
+        model, fit_enc, fit_end, config, config.max_epochs, validate, progress, should_stop, "fit",
         deadline=fit_deadline, clock=clock,
     )  # fmt: skip
     if fit is None:
@@ -246,10 +259,11 @@ def train(
     fit_seconds = clock() - started
     model.load_state_dict(best_state)
     model.eval()
-    validation_model = LoadedModel(model, vocab, config.window, {}, {"phase": "fit"})
+    validation_model = LoadedModel(model, fit_vocab, config.window, {}, {"phase": "fit"})
     metrics: dict[str, float] = {
         "val_hr@10": best_val if best_val >= 0 else math.nan, "best_epoch": float(best_epoch), "val_steps": float(len(val_pos)),
-        "val_first_session": float(val_first), "train_sessions": float(n_train),
+        "val_first_session": float(val_first), "weights_first_session": float(weights_first),
+        "train_sessions": float(n_train),
         "classes": float(vocab.n_classes), "own_embeddings": float(vocab.n_own - 1),
         "fit_epochs": float(len(history)), "softmax_classes": softmax_classes,
     }  # fmt: skip
@@ -270,9 +284,10 @@ def train(
     elapsed = clock() - started
     metrics.update({"train_seconds": elapsed, "tokens_per_second": tokens / max(elapsed, 1e-9)})
     model.eval()
-    loaded = LoadedModel(model, vocab, config.window, metrics, {"config": str(asdict(config))})
-    validation_model.metrics = metrics
     refitted = metrics["refit"] > 0
+    # Without a refit the model is the one fitted before validation, with that one's classes.
+    loaded = LoadedModel(model, vocab if refitted else fit_vocab, config.window, metrics, {"config": str(asdict(config))})
+    validation_model.metrics = metrics
     return TrainResult(loaded, metrics, False, history, validation_model if refitted else loaded)
 
 

@@ -122,19 +122,23 @@ def test_two_half_right_scorers_blend_better_than_either() -> None:
 
 
 @pytest.mark.parametrize("with_blend", [True, False])
-def test_evaluation_reports_the_blend_and_its_validation_weights(with_blend: bool) -> None:
+def test_evaluation_reports_songnet_the_fusion_and_their_validation_weights(with_blend: bool) -> None:
     listens = history(album_sessions(60))
     cfg = TrainConfig(dim=16, hidden=32, window=32, memory=32, batch_size=8, min_steps=4, max_epochs=2, patience=1, threads=1)
     report = evaluate_listens(listens, train_config=cfg, n_boot=20, with_blend=with_blend).to_json()
     if not with_blend:
-        assert "blend" not in report
+        # songnet is then the model alone, through the same path.
+        assert "fusion" not in report and report["songnet"]["hr@10"] == report["model"]["hr@10"]
         return
     weights = {k: v for k, v in report["model_training"].items() if k.startswith("blend_")}
     assert set(weights) == {"blend_model", "blend_pop", "blend_markov", "blend_sknn", "blend_repeat"}
     assert abs(sum(weights.values()) - 1.0) < 1e-3
-    assert 0.0 <= report["blend"]["hr@10"] <= 1.0
-    lo, hi = report["blend"]["hr@10_ci"]
-    assert lo <= report["blend"]["hr@10"] <= hi
+    fusion = {k: v for k, v in report["model_training"].items() if k.startswith("fusion_")}
+    assert fusion["fusion_model"] == 0.0 and abs(sum(fusion.values()) - 1.0) < 1e-3
+    for name in ("songnet", "fusion"):
+        assert 0.0 <= report[name]["hr@10"] <= 1.0
+        lo, hi = report[name]["hr@10_ci"]
+        assert lo <= report[name]["hr@10"] <= hi
 
 
 def test_validation_that_tells_nothing_apart_gives_an_even_blend() -> None:

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from service.cli import app
 
-SCORERS = ("blend", "model", "pop", "markov", "sknn", "repeat")
+SCORERS = ("songnet", "model", "fusion", "pop", "markov", "sknn", "repeat")
 METRICS = ("hr@10", "mrr@10", "ndcg@10")
 
 
@@ -36,6 +36,16 @@ def test_eval_json_on_a_real_export(corpus: Path, tmp_path: Path) -> None:
         r = report[name]
         assert r["mrr@10"] <= r["ndcg@10"] <= r["hr@10"]
     assert report["model_training"]["best_epoch"] == 1
+    # Every scorer ranks the same steps; the best baseline is the best of the four on HR@10.
+    assert {report[name]["steps"] for name in SCORERS} == {report["test_steps"]}
+    best = report["best_baseline"]
+    assert best["name"] in ("pop", "markov", "sknn", "repeat")
+    assert best["hr@10"] == max(report[b]["hr@10"] for b in ("pop", "markov", "sknn", "repeat"))
+    ratio = report["ratio"]
+    assert ratio["hr@10"] == pytest.approx(report["songnet"]["hr@10"] / best["hr@10"], abs=2e-3)
+    lo, hi = ratio["hr@10_difference_ci"]
+    assert lo <= ratio["hr@10_difference"] <= hi
+    assert ratio["hr@10_difference"] == pytest.approx(report["songnet"]["hr@10"] - best["hr@10"], abs=2e-4)
     # SOURCE.json beside the export is not history: reported, not fatal.
     assert "SOURCE.json" in err
     # The data directory was not touched: the exports went into a temporary database.

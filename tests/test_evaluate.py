@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from songnet_core.baselines import Markov, MostPopular, Repeat, SessionKNN
+from songnet_core.baselines import BASELINES, Markov, MostPopular, Repeat, SessionKNN
 from songnet_core.dataset import EncodedSequence, build_sequence, target_positions, time_split
 from songnet_core.evaluate import protocol_split
 from songnet_core.history import Listen
@@ -95,7 +95,7 @@ def test_an_unseen_test_track_is_a_miss_through_the_whole_protocol() -> None:
     assert E not in split.vocab.track_ids.tolist()
     cands = np.ones(split.vocab.n_classes, dtype=bool)
     p = split.positions
-    for scorer in (MostPopular(enc, 4), Markov(enc, 4), Repeat(enc, 4), SessionKNN(enc, 4)):
+    for scorer in (MostPopular(enc), Markov(enc), Repeat(enc), SessionKNN(enc)):
         assert target_ranks(scorer.scores(p), enc.tracks.cls[p], enc.tracks.cls[p - 1], cands).tolist() == [0]
 
 
@@ -119,29 +119,42 @@ def test_bootstrap_interval_contains_the_estimate_and_narrows_with_more_sessions
     assert est["hr@10"].value == np.mean((ranks >= 1) & (ranks <= 10))
 
 
-def test_popularity_by_hand() -> None:
-    split, enc = split_of([*TRAIN, [B, D]], test=1)
-    # Plays in training: A 4, B 2, C 2, D 1; B is current, so D (the target) ranks 3rd.
-    s = MostPopular(enc, 4).scores(split.positions)
+def test_popularity_by_hand_counts_every_play_before_the_step() -> None:
+    split, enc = split_of([*TRAIN, [B, D, C, D]], test=1)
+    s = MostPopular(enc).scores(split.positions)
+    ids = split.vocab.track_ids.tolist()
+    # Before the first target (D): A 4, B 3 (the current B included), C 2, D 1; B is current.
     assert ranking(s[0], split.vocab.track_ids, exclude=B)[:3] == [A, C, D]
     cands = np.ones(split.vocab.n_classes, dtype=bool)
     p = split.positions
-    assert target_ranks(s, enc.tracks.cls[p], enc.tracks.cls[p - 1], cands).tolist() == [3]
+    assert target_ranks(s[:1], enc.tracks.cls[p[:1]], enc.tracks.cls[p[:1] - 1], cands).tolist() == [3]
+    # The target D is counted only after it is scored: 1 at its own step, 2 at the next D.
+    assert s[0][ids.index(D)] == 1.0 and s[1][ids.index(D)] == 2.0 and s[2][ids.index(D)] == 2.0
+    assert s[2][ids.index(C)] == 3.0  # the C just before the last step is counted
 
 
-def test_markov_by_hand_and_backs_off_to_popularity() -> None:
-    split, enc = split_of([*TRAIN, [A, C], [C, B]], test=2)
-    s = Markov(enc, 4).scores(split.positions)
-    # From A: B twice, C once; then popularity (D). Test transitions are never learned from:
-    # A -> C in the first test session does not lift C above B for later predictions.
-    assert ranking(s[0], split.vocab.track_ids, exclude=A) == [B, C, D]
-    # From C nothing follows in training: pure popularity.
-    assert ranking(s[1], split.vocab.track_ids, exclude=C) == [A, B, D]
+def test_markov_by_hand_learns_test_transitions_after_scoring_them() -> None:
+    split, enc = split_of([*TRAIN, [A, D], [A, D], [A, D]], test=3)
+    s = Markov(enc).scores(split.positions)
+    ids = split.vocab.track_ids
+    # From A in training: B twice, C once, D never: D ranks by popularity, third.
+    assert ranking(s[0], ids, exclude=A) == [B, C, D]
+    # After one test session A -> D counts once: a tie with C, which is more played in training.
+    assert ranking(s[1], ids, exclude=A) == [B, C, D]
+    # After two, A -> D ties B at 2 and D (3 plays) beats B (2) on popularity.
+    assert ranking(s[2], ids, exclude=A)[0] == D
+
+
+def test_markov_backs_off_to_popularity_before_the_step() -> None:
+    split, enc = split_of([*TRAIN, [C, B, B]], test=1)
+    s = Markov(enc).scores(split.positions)
+    # Nothing ever followed C within a session: popularity up to the step (A 4, B 2, D 1).
+    assert ranking(s[0], split.vocab.track_ids, exclude=C) == [A, B, D]
 
 
 def test_repeat_by_hand_uses_earlier_test_sessions_as_history() -> None:
     split, enc = split_of([*TRAIN, [B, E], [A, C]], test=2)
-    s = Repeat(enc, 4).scores(split.positions)
+    s = Repeat(enc).scores(split.positions)
     ids = split.vocab.track_ids
     # Target E (pos after B): most recent first: A, D, C (then B is current).
     assert ranking(s[0], ids, exclude=B)[:3] == [A, D, C]
@@ -151,18 +164,53 @@ def test_repeat_by_hand_uses_earlier_test_sessions_as_history() -> None:
 
 def test_session_knn_by_hand() -> None:
     split, enc = split_of([*TRAIN, [A, B, C]], test=1)
-    knn = SessionKNN(enc, 4, k=100)
+    knn = SessionKNN(enc, k=100)
     s = knn.scores(split.positions)
     ids = split.vocab.track_ids.tolist()
-    # Query {A, B} against {A,B,C}: 2/sqrt(6); {A,B}: 1; {A,C}: 1/2; {D,A}: 1/2.
+    # Query {A, B} against {A,B,C}: 2/sqrt(6); {A,B}: 1; {A,C}: 1/2; {D,A}: 1/2. The current
+    # session is not in the pool until it is over.
     expected_c = 2 / np.sqrt(6) + 0.5
     expected_d = 0.5
     assert np.isclose(s[1][ids.index(C)], expected_c, atol=1e-3)
     assert np.isclose(s[1][ids.index(D)], expected_d, atol=1e-3)
     assert ranking(s[1], split.vocab.track_ids, exclude=B) == [A, C, D]
     # Only the k nearest count: with k=1 the best neighbour {A,B} alone votes.
-    one = SessionKNN(enc, 4, k=1).scores(split.positions[1:])
+    one = SessionKNN(enc, k=1).scores(split.positions[1:])
     assert one[0][ids.index(C)] < 1e-3 and one[0][ids.index(A)] > 0.99
+
+
+def test_session_knn_pool_takes_earlier_test_sessions_and_keeps_the_most_recent() -> None:
+    split, enc = split_of([*TRAIN, [C, D], [C, D]], test=2)
+    ids = split.vocab.track_ids.tolist()
+    s = SessionKNN(enc).scores(split.positions)
+    # First test session, query {C}: no training session holding C holds D.
+    assert s[0][ids.index(D)] < 1e-3
+    # Second: the first test session {C, D} is now a neighbour (cosine 1/sqrt(2)).
+    assert np.isclose(s[1][ids.index(D)], 1 / np.sqrt(2), atol=1e-3)
+    # With a pool of one session, only that most recent one votes.
+    last = SessionKNN(enc, sample=1).scores(split.positions)
+    assert np.isclose(last[1][ids.index(D)], 1 / np.sqrt(2), atol=1e-3) and last[1][ids.index(A)] < 1e-3
+
+
+def test_no_baseline_sees_the_target_before_scoring_it() -> None:
+    # Two histories equal up to the last test step, different from it on: every baseline's
+    # scores at that step (and before) are the same.
+    a_split, a_enc = split_of([*TRAIN, [A, B], [C, A, D]], test=2)
+    b_split, b_enc = split_of([*TRAIN, [A, B], [C, A, B]], test=2)
+    assert a_split.positions.tolist() == b_split.positions.tolist()
+    for name, cls in BASELINES.items():
+        sa = cls(a_enc).scores(a_split.positions)
+        sb = cls(b_enc).scores(b_split.positions)
+        assert np.array_equal(sa, sb), name
+
+
+def test_positions_scored_out_of_order_give_the_same_scores() -> None:
+    split, enc = split_of([*TRAIN, [A, B, C], [D, A]], test=2)
+    for cls in BASELINES.values():
+        forward = cls(enc).scores(split.positions)
+        scorer = cls(enc)
+        backward = np.stack([scorer.scores(split.positions[i : i + 1])[0] for i in reversed(range(len(split.positions)))])
+        assert np.array_equal(forward, backward[::-1])
 
 
 def test_validation_figures_never_see_the_test_part() -> None:
@@ -173,3 +221,22 @@ def test_validation_figures_never_see_the_test_part() -> None:
     assert test.first_test_session == 8
     assert val.seq.n_sessions == 8  # the test sessions are gone
     assert val.first_test_session == 6
+
+
+def test_the_validation_model_knows_only_what_came_before_validation() -> None:
+    from songnet_core.train import TrainConfig, TrainingData, train, validation_halves
+    from tests.test_train import album_sessions
+
+    sessions = album_sessions(40)
+    sessions[36] = [*sessions[36], 99]  # a track first played in the validation sessions
+    seq = build_sequence(history(sessions))
+    cfg = TrainConfig(dim=16, hidden=32, window=32, memory=32, batch_size=8, min_steps=2, max_epochs=1, threads=1)
+    result = train(cfg, TrainingData(seq))
+    assert result.model is not None and result.validation_model is not None
+    val_first, weights_first = validation_halves(40, cfg.val_share)
+    assert (val_first, weights_first) == (34, 37)
+    assert result.metrics["val_first_session"] == 34 and result.metrics["weights_first_session"] == 37
+    # Early stopping read the first half only: its steps are those of sessions 34-36.
+    assert result.metrics["val_steps"] == len(target_positions(seq, 34, 37))
+    assert 99 not in result.validation_model.vocab.track_ids.tolist()
+    assert 99 in result.model.vocab.track_ids.tolist()  # the refit on every session learns it

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-SCORERS = ("blend", "model", "pop", "markov", "sknn", "repeat")
+SCORERS = ("songnet", "model", "fusion", "pop", "markov", "sknn", "repeat")
 
 
 class _Bar:
@@ -46,6 +46,19 @@ class _Bar:
         self.progress.update(self.task, completed=p.step, loss=p.loss, val=val)
 
 
+class _Steps:
+    """One bar per ranking phase (fitting the weights on validation, ranking the test steps)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.tasks: dict[str, TaskID] = {}
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if phase not in self.tasks:
+            self.tasks[phase] = self.progress.add_task(phase, total=total, loss=float("nan"), val="")
+        self.progress.update(self.tasks[phase], completed=done)
+
+
 def _table(report: dict[str, Any]) -> Table:
     table = Table(title=f"{report['test_steps']} test steps in {report['test_sessions']} sessions")
     table.add_column("scorer")
@@ -55,6 +68,13 @@ def _table(report: dict[str, Any]) -> Table:
         if name in report:
             row = report[name]
             table.add_row(name, *(f"{row[m]:.3f} [{row[m + '_ci'][0]:.3f}, {row[m + '_ci'][1]:.3f}]" for m in ("hr@10", "mrr@10", "ndcg@10")))
+    if "ratio" in report:
+        r, best = report["ratio"], report["best_baseline"]["name"]
+        table.caption = (
+            f"songnet / best baseline ({best}): HR@10 {r['hr@10']:.2f} (difference {r['hr@10_difference']:+.3f}"
+            f" [{r['hr@10_difference_ci'][0]:+.3f}, {r['hr@10_difference_ci'][1]:+.3f}]), MRR@10 {r['mrr@10']:.2f}"
+            f" (difference {r['mrr@10_difference']:+.3f} [{r['mrr@10_difference_ci'][0]:+.3f}, {r['mrr@10_difference_ci'][1]:+.3f}])"
+        )
     return table
 
 
@@ -68,7 +88,7 @@ def evaluate(
     no_model: Annotated[bool, typer.Option("--no-model", help="Baselines only.")] = False,
     bootstrap: Annotated[int, typer.Option("--bootstrap", min=10, help="Bootstrap resamples.")] = 1000,
 ) -> None:
-    """Train on the older 80 % of the sessions in PATH… and rank the newest 20 %: model vs baselines."""
+    """Train on the older 80 % of the sessions in PATH… and rank the newest 20 %: songnet vs baselines."""
     from dataclasses import replace
 
     from service.db import open_database
@@ -100,13 +120,13 @@ def evaluate(
         cfg = replace(cfg, max_epochs=epochs)
     columns = (
         TextColumn("{task.description}"), BarColumn(), TextColumn("loss {task.fields[loss]:.3f}"),
-        TextColumn("val HR@10 {task.fields[val]}"), TimeElapsedColumn(),
+        TextColumn("val HR@10 {task.fields[val]}"), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
     )  # fmt: skip
     try:
         with Progress(*columns, console=err_console, transient=as_json) as progress:
             report = evaluate_listens(
                 listens, train_config=cfg, tz=tz, n_boot=bootstrap, seed=seed,
-                with_model=not no_model, progress=_Bar(progress),
+                with_model=not no_model, progress=_Bar(progress), step_progress=_Steps(progress),
             )  # fmt: skip
     except ValueError as exc:
         err_console.print(f"cannot evaluate: {exc}", markup=False)

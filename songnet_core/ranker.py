@@ -1,0 +1,150 @@
+"""What songnet ranks the next track with: one scorer for the weekly generation and for
+`songnet eval`, built from the same inputs by the same function (`songnet_scorer`).
+
+Its inputs are the promoted model, the listener's history as the library holds it at that
+moment (`ListeningHistory`: every play before now, by session) and the fusion weights fitted
+on validation. The LSTM reads the listener's last plays before the playlist (`PREFIX_ROOM`
+positions of its window are left for the playlist itself); with weights that give the
+baselines a share, its scores are fused with theirs (`blend.BlendedNextTrack`), the baselines
+counting that same history. The playlist so far (or, in evaluation, the current session's
+prefix) is the `history` each `scores` call is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from songnet_core.blend import BlendedNextTrack
+from songnet_core.dataset import ListeningSequence
+from songnet_core.generate import FloatArray, GenerationContext, NextTrackScorer
+from songnet_core.model import LoadedModel
+from songnet_core.transitions import TransitionCounts
+
+PREFIX_ROOM = 23  # positions of the LSTM's window kept for the playlist (3 seeds + 20)
+
+
+@dataclass(frozen=True)
+class ListeningHistory:
+    """The listener's plays before the moment of ranking, oldest first."""
+
+    track_ids: Sequence[int]
+    artist_ids: Sequence[int]
+    end_ts: Sequence[int]
+    sessions: Sequence[Sequence[int]]  # the same plays' track ids, by session
+
+    @classmethod
+    def of(cls, seq: ListeningSequence, sessions: int | None = None) -> ListeningHistory:
+        """The plays of `seq`'s first `sessions` sessions (all by default), as the protocol
+        reads a library (`dataset.build_sequence`: kept plays, repeats collapsed)."""
+        n = seq.n_sessions if sessions is None else sessions
+        end = seq.session_bounds(n - 1)[1] if n > 0 else 0
+        by_session = [seq.track_ids[slice(*seq.session_bounds(s))].tolist() for s in range(n)]
+        return cls(seq.track_ids[:end].tolist(), seq.artist_ids[:end].tolist(), seq.end_ts[:end].tolist(), by_session)
+
+
+class ModelNextTrack:
+    """The LSTM as a `NextTrackScorer`: its scores spread over library track ids.
+
+    Scores come from a `ModelStepper`, which carries the LSTM state from one track to the next
+    instead of reading the whole playlist again at each step. With `prefix` (the listener's
+    recent plays: track ids, artist ids, end times), the model reads the playlist as the
+    continuation of that history, as it read every sequence in training; the playlist's
+    tracks are taken as played back to back from the context's moment.
+    """
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        artist_of: npt.NDArray[np.int64],
+        zone_name: str,
+        prefix: tuple[Sequence[int], Sequence[int], Sequence[int]] | None = None,
+    ) -> None:
+        from songnet_core.stepper import ModelStepper
+
+        self.model = model
+        self.stepper = ModelStepper(model)
+        self.artist_of = artist_of
+        self.zone_name = zone_name
+        ids = np.asarray(model.track_ids, dtype=np.int64)
+        self.size = max(int(artist_of.size), int(ids.max(initial=-1)) + 1)
+        self.ids = ids
+        self.prefix = prefix
+        # The last answer: the blend and evaluation ask for the same step more than once, and
+        # past the LSTM's window the stepper recomputes it in full (callers never modify it).
+        self._last: tuple[list[int], GenerationContext, FloatArray] | None = None
+
+    def scores(self, history: Sequence[int], context: GenerationContext) -> FloatArray:
+        if self._last is not None and self._last[1] == context and self._last[0] == list(history):
+            return self._last[2]
+        out = self._scores(history, context)
+        self._last = (list(history), context, out)
+        return out
+
+    def _scores(self, history: Sequence[int], context: GenerationContext) -> FloatArray:
+        from songnet_core.model import TYPICAL_PLAY_MS, PlayContext
+
+        out = np.full(self.size, -np.inf, dtype=np.float64)
+        if not history and not self.prefix:  # nothing to continue from: the most played tracks
+            out[self.ids] = np.log(np.maximum(self.model.vocab.counts, 1))
+            return out
+        artists = [int(self.artist_of[t]) if 0 <= t < self.artist_of.size else -1 for t in history]
+        ctx = PlayContext(ts=context.ts, tz=self.zone_name)
+        if self.prefix:
+            p_ids, p_artists, p_ends = self.prefix
+            step = TYPICAL_PLAY_MS // 1000
+            ends = [*p_ends, *(context.ts + i * step for i in range(len(history)))]
+            logp = self.stepper.next_scores(
+                [*p_ids, *history], ctx, history_artist_ids=[*p_artists, *artists], history_end_ts=ends
+            )
+        else:
+            logp = self.stepper.next_scores(list(history), ctx, history_artist_ids=artists)
+        out[self.ids] = logp
+        return out
+
+
+def fuses_baselines(weights: Mapping[str, float]) -> bool:
+    """Whether `weights` give any baseline a share (else the model ranks alone)."""
+    return any(v > 0 for k, v in weights.items() if k != "model")
+
+
+def model_scorer(
+    model: LoadedModel, history: ListeningHistory, *, artist_of: npt.NDArray[np.int64], zone_name: str
+) -> ModelNextTrack:
+    """The model reading the listener's last plays (as many as leave `PREFIX_ROOM` in its window)."""
+    n = max(model.window - PREFIX_ROOM, 0)
+    lo = max(len(history.track_ids) - n, 0)
+    prefix = None
+    if n and lo < len(history.track_ids):
+        prefix = (list(history.track_ids[lo:]), list(history.artist_ids[lo:]), list(history.end_ts[lo:]))
+    return ModelNextTrack(model, artist_of, zone_name, prefix=prefix)
+
+
+def blended_scorer(model: ModelNextTrack, history: ListeningHistory, weights: Mapping[str, float]) -> BlendedNextTrack:
+    """`model` fused with the baselines of `history` under `weights`."""
+    return BlendedNextTrack(
+        model, TransitionCounts(history.sessions), history.sessions, history.track_ids, weights, size=model.size
+    )
+
+
+def songnet_scorer(
+    model: LoadedModel,
+    history: ListeningHistory,
+    weights: Mapping[str, float],
+    *,
+    artist_of: npt.NDArray[np.int64],
+    zone_name: str,
+) -> NextTrackScorer:
+    """The ranker for continuing from `history`: the model reading the listener's last plays,
+    fused with the history's baselines where `weights` give them a share."""
+    scorer = model_scorer(model, history, artist_of=artist_of, zone_name=zone_name)
+    return blended_scorer(scorer, history, weights) if fuses_baselines(weights) else scorer
+
+
+__all__ = [
+    "PREFIX_ROOM", "ListeningHistory", "ModelNextTrack", "blended_scorer", "fuses_baselines", "model_scorer",
+    "songnet_scorer",
+]  # fmt: skip
