@@ -36,7 +36,7 @@ from service import tables
 
 log = structlog.get_logger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DB_FILENAME = "songnet.db"
 
 
@@ -45,8 +45,36 @@ def _add_source_state(conn: Connection) -> None:
     pass
 
 
+def _move_sink_state(conn: Connection) -> None:
+    # 2 -> 3: Spotify's columns of `playlist_state` become rows of `playlist_sink_state`
+    # (sink "spotify"), so that each sink keeps its own id, deferral and outcome.
+    tables.PlaylistSinkState.__table__.create(conn)  # type: ignore[attr-defined]
+    conn.execute(
+        text(
+            "INSERT INTO playlist_sink_state (config_id, sink, remote_id, deferred_until,"
+            " last_status, last_error, last_written_at)"
+            " SELECT config_id, 'spotify', spotify_id, deferred_until,"
+            " CASE WHEN deferred_until IS NOT NULL THEN 'deferred'"
+            "  WHEN last_synced_at IS NOT NULL THEN 'written' END,"
+            # The old `last_error` was shared with generation: it belongs to Spotify only
+            # when the row was waiting for Spotify.
+            " CASE WHEN deferred_until IS NOT NULL THEN last_error END,"
+            " last_synced_at"
+            " FROM playlist_state"
+            " WHERE spotify_id IS NOT NULL OR deferred_until IS NOT NULL"
+            "  OR last_synced_at IS NOT NULL"
+        )
+    )
+    conn.execute(
+        text("UPDATE playlist_state SET last_error = NULL WHERE deferred_until IS NOT NULL")
+    )
+    for column in ("spotify_id", "deferred_until", "last_synced_at"):
+        conn.execute(text(f"ALTER TABLE playlist_state DROP COLUMN {column}"))
+
+
 _UPGRADES: dict[int, Callable[[Connection], None]] = {
     1: _add_source_state,
+    2: _move_sink_state,
 }
 
 

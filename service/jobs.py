@@ -346,14 +346,25 @@ class Jobs:
             from service.spotify.errors import Interrupted
 
             now = self.clock()
-            due = {cid for cid, at in self.deferred_syncs().items() if at <= now + 1}
-            stored = [p for p in self.stored_playlists() if p.config_id in due]
-            run.counts["playlists"] = len(stored)
-            if not stored:
-                return
-            sinks = [sink for sink in self._sinks() if sink.remote]
+            waiting = playlist_store.deferred(self.engine)
+            stored = self.stored_playlists()
+            sinks = self._sinks()
+            # Each sink gets again only what it deferred and is now due.
+            due: dict[str, list[Playlist]] = {}
+            for sink in sinks:
+                times = waiting.get(sink.name, {})
+                due[sink.name] = [
+                    p for p in stored if p.config_id in times and times[p.config_id] <= now + 1
+                ]
+            run.counts["playlists"] = len({p.config_id for ps in due.values() for p in ps})
+            outcomes: dict[str, Sequence[SinkOutcome]] = {}
             try:
-                outcomes = {sink.name: sink.write(stored, now=int(now)) for sink in sinks}
+                for sink in sinks:
+                    if due[sink.name]:
+                        outcomes[sink.name] = sink.write(due[sink.name], now=int(now))
+                        playlist_store.record_outcomes(
+                            self.engine, sink.name, outcomes[sink.name], int(now)
+                        )
             except Interrupted:
                 run.outcome = INTERRUPTED
                 return
@@ -411,8 +422,12 @@ class Jobs:
             run.outcome = DEFERRED
 
     def deferred_syncs(self) -> dict[str, int]:
-        """Playlists whose Spotify sync waits for a time Spotify named (id -> epoch s)."""
-        return playlist_store.deferred(self.engine)
+        """Playlists whose write waits for a time a sink named (id -> the earliest, epoch s)."""
+        earliest: dict[str, int] = {}
+        for waiting in playlist_store.deferred(self.engine).values():
+            for config_id, at in waiting.items():
+                earliest[config_id] = min(at, earliest.get(config_id, at))
+        return earliest
 
     # -- run records -----------------------------------------------------------------------
 

@@ -21,7 +21,8 @@ from service.playlist_shape import Playlist
 
 class SinkOutcome(Protocol):
     """How writing one playlist went. `status`: "written", "deferred" (with `deferred_until`,
-    epoch seconds) or "failed" (with `error`, the reason)."""
+    epoch seconds) or "failed" (with `error`, the reason, and `hint`, what to do if known).
+    The publish use case keeps it in the playlist store (`playlist_store.record_outcomes`)."""
 
     @property
     def config_id(self) -> str: ...
@@ -31,6 +32,8 @@ class SinkOutcome(Protocol):
     def deferred_until(self) -> int | None: ...
     @property
     def error(self) -> str | None: ...
+    @property
+    def hint(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class Outcome:
     status: str
     deferred_until: int | None = None
     error: str | None = None
+    hint: str | None = None
 
 
 class PlaylistSink(Protocol):

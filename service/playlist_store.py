@@ -1,14 +1,16 @@
-"""The playlist store: what songnet keeps of each configured playlist (`playlist_state`).
+"""The playlist store: what songnet keeps of each configured playlist (`playlist_state`)
+and of its copy in each sink (`playlist_sink_state`: the id there, the last outcome, a
+deferral).
 
 One stored-playlist type (`StoredPlaylist`, the last generated list with its tracks) and one
-place that gets or creates a playlist's row (`update`): the publish use case, the Spotify
-sync and the retry of a deferred sync all read and write through here.
+place that gets or creates each kind of row (`update`, `update_sink`): the publish use case,
+the Spotify sync and the daemon's sink retry all read and write through here.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -18,6 +20,7 @@ from sqlmodel import Session, col, select
 
 from service import tables
 from service.playlist_shape import Playlist
+from service.playlist_sink import SinkOutcome
 
 log = structlog.get_logger(__name__)
 
@@ -76,7 +79,7 @@ def record_generated(
     ]
     with update(engine, config_id, name) as row:
         row.name, row.last_generated_at, row.tracks_json = name, now, json.dumps(tracks)
-        row.removed_from_config = False
+        row.removed_from_config, row.last_error = False, None
 
 
 def note_error(engine: Engine, config_id: str, name: str, error: str) -> None:
@@ -110,15 +113,69 @@ def stored_playlists(engine: Engine, model_version: int | None) -> list[StoredPl
     ]
 
 
-def deferred(engine: Engine) -> dict[str, int]:
-    """Playlists whose sync waits for a time the sink named (id -> epoch s)."""
+@contextmanager
+def update_sink(engine: Engine, config_id: str, sink: str) -> Iterator[tables.PlaylistSinkState]:
+    """The playlist's row for `sink`, created if new (the playlist's own row must exist),
+    committed when the block ends without error."""
+    with Session(engine) as session:
+        row = session.get(tables.PlaylistSinkState, (config_id, sink)) or tables.PlaylistSinkState(
+            config_id=config_id, sink=sink
+        )
+        yield row
+        session.add(row)
+        session.commit()
+
+
+def sink_state(engine: Engine, config_id: str, sink: str) -> tables.PlaylistSinkState | None:
+    with Session(engine) as session:
+        return session.get(tables.PlaylistSinkState, (config_id, sink))
+
+
+def sink_states(engine: Engine) -> list[tables.PlaylistSinkState]:
+    with Session(engine) as session:
+        return list(
+            session.exec(
+                select(tables.PlaylistSinkState).order_by(
+                    col(tables.PlaylistSinkState.config_id), col(tables.PlaylistSinkState.sink)
+                )
+            ).all()
+        )
+
+
+def record_outcomes(
+    engine: Engine, sink: str, outcomes: Sequence[SinkOutcome], now: int
+) -> None:
+    """Keep how a sink's write of each playlist went: a write clears a deferral and an error,
+    a deferral keeps its time, a failure its reason (with what to do, where the sink says)."""
+    for outcome in outcomes:
+        with update_sink(engine, outcome.config_id, sink) as row:
+            row.last_status = outcome.status
+            row.deferred_until = outcome.deferred_until if outcome.status == "deferred" else None
+            if outcome.status == "written":
+                row.last_written_at, row.last_error = now, None
+            else:
+                hint = outcome.hint
+                row.last_error = f"{outcome.error} ({hint})" if hint else outcome.error
+
+
+def deferred(engine: Engine) -> dict[str, dict[str, int]]:
+    """Writes that wait for a time their sink named: sink -> playlist id -> epoch s."""
     with Session(engine) as session:
         rows = session.exec(
-            select(tables.PlaylistState).where(
-                col(tables.PlaylistState.deferred_until).is_not(None)
+            select(tables.PlaylistSinkState, tables.PlaylistState)
+            .join(
+                tables.PlaylistState,
+                col(tables.PlaylistState.config_id) == col(tables.PlaylistSinkState.config_id),
             )
+            .where(col(tables.PlaylistSinkState.deferred_until).is_not(None))
         ).all()
-    return {r.config_id: int(r.deferred_until or 0) for r in rows if not r.removed_from_config}
+    waiting: dict[str, dict[str, int]] = {}
+    for sink_row, playlist_row in rows:
+        if not playlist_row.removed_from_config:
+            waiting.setdefault(sink_row.sink, {})[sink_row.config_id] = int(
+                sink_row.deferred_until or 0
+            )
+    return waiting
 
 
 def ever_generated(engine: Engine) -> bool:

@@ -3,7 +3,8 @@
 `publish(engine, settings, configs, sinks, now)` = `generate` (the library and the promoted
 model loaded once for the whole run, not once per playlist) then `deliver` (each playlist
 kept in the playlist store, then the run's playlists handed to each sink in order: the file
-sink first and always, then Spotify where it is set up; see `service.playlist_sink`). The
+sink first and always, then Spotify where it is set up; see `service.playlist_sink`; each
+sink's outcomes kept in the store too, where the daemon's sink retry finds deferrals). The
 daemon generates in a child process (`service.child_tasks`, `from_child`) and delivers the
 same way. A playlist that cannot be generated is reported and noted in the store; the others
 go on.
@@ -83,6 +84,7 @@ def deliver(
         if not done.playlists or should_stop():
             break
         done.outcomes[sink.name] = sink.write(done.playlists, now=now)
+        playlist_store.record_outcomes(engine, sink.name, done.outcomes[sink.name], now)
     return done
 
 

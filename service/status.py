@@ -17,9 +17,10 @@ from typing import Any
 from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
-from service import kv, tables
+from service import kv, playlist_store, tables
 from service.cron import parse_crontab
 from service.settings import Settings
+from service.sinks import FileSink
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,9 @@ def collect_status(
         playlists = session.exec(
             select(tables.PlaylistState).order_by(col(tables.PlaylistState.config_id))
         ).all()
+    sinks: dict[str, list[tables.PlaylistSinkState]] = {}
+    for row in playlist_store.sink_states(engine):
+        sinks.setdefault(row.config_id, []).append(row)
     promoted = next((m for m in models if m.promoted), None)
     if promoted is None:
         with Session(engine) as session:
@@ -143,15 +147,41 @@ def collect_status(
                 "removed_from_config": p.removed_from_config,
                 "tracks": len(_loads(p.tracks_json) or []),
                 "last_generated_at": _iso(p.last_generated_at, zone),
-                "last_synced_at": _iso(p.last_synced_at, zone),
-                "spotify_id": p.spotify_id,
-                "deferred_until": _iso(p.deferred_until, zone),
-                "last_error": p.last_error,
+                **_sinks_of(p, sinks.get(p.config_id, []), zone),
             }
             for p in playlists
         ],
         "spotify": {"configured": settings.spotify_configured, "sign_in": _sign_in_problem(engine)},
         "sources": [_source(row, zone) for row in _source_states(engine)],
+    }
+
+
+def _sinks_of(
+    playlist: tables.PlaylistState, rows: list[tables.PlaylistSinkState], zone: tzinfo
+) -> dict[str, Any]:
+    """Each sink's side of a playlist, and the summary `status` prints: synced = the last
+    write to a remote sink (any but the files), the earliest deferral, the first error."""
+    remote = [r for r in rows if r.sink != FileSink.name]
+    written = [r.last_written_at for r in remote if r.last_written_at is not None]
+    waits = [r.deferred_until for r in rows if r.deferred_until is not None]
+    errors = [f"{r.sink}: {r.last_error}" for r in rows if r.last_error]
+    spotify = next((r for r in rows if r.sink == "spotify"), None)
+    return {
+        "last_synced_at": _iso(max(written), zone) if written else None,
+        "spotify_id": None if spotify is None else spotify.remote_id,
+        "deferred_until": _iso(min(waits), zone) if waits else None,
+        "last_error": playlist.last_error or (errors[0] if errors else None),
+        "sinks": [
+            {
+                "sink": r.sink,
+                "remote_id": r.remote_id,
+                "status": r.last_status,
+                "last_written_at": _iso(r.last_written_at, zone),
+                "deferred_until": _iso(r.deferred_until, zone),
+                "error": r.last_error,
+            }
+            for r in rows
+        ],
     }
 
 

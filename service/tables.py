@@ -145,18 +145,29 @@ class ModelVersion(SQLModel, table=True):
 
 
 class PlaylistState(SQLModel, table=True):
-    """What songnet knows of each configured playlist and its Spotify counterpart."""
+    """What songnet knows of each configured playlist (each sink's side: `PlaylistSinkState`)."""
 
     __tablename__ = "playlist_state"
     config_id: str = Field(primary_key=True)  # the playlist's `id` (slug of name by default)
     name: str
-    spotify_id: str | None = None
     last_generated_at: int | None = None
-    last_synced_at: int | None = None
-    last_error: str | None = None
-    deferred_until: int | None = None
+    last_error: str | None = None  # why the last generation failed; None after a good one
     tracks_json: str = "[]"  # the last generated list
     removed_from_config: bool = False
+
+
+class PlaylistSinkState(SQLModel, table=True):
+    """One playlist in one sink (`service.playlist_sink`): its id there, the last write's
+    outcome, and the time the sink asked to be called again (the daemon's sink retry)."""
+
+    __tablename__ = "playlist_sink_state"
+    config_id: str = Field(primary_key=True, foreign_key="playlist_state.config_id")
+    sink: str = Field(primary_key=True)  # the sink's `name`: "files", "spotify", …
+    remote_id: str | None = None  # the playlist's id in that service (Spotify's playlist id)
+    deferred_until: int | None = None  # epoch s
+    last_status: str | None = None  # "written" | "deferred" | "failed"
+    last_error: str | None = None  # why the last write did not happen; None after a good one
+    last_written_at: int | None = None
 
 
 class ResolvedTrack(SQLModel, table=True):

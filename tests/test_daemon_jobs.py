@@ -172,7 +172,10 @@ def test_first_model_publishes_at_once_then_deferral_is_rescheduled(
     assert spotify.items == [t["uri"] for t in document["tracks"] if t["uri"]]
     with Session(engine) as session:
         state = session.exec(select(tables.PlaylistState)).one()
-    assert state.deferred_until is None and state.last_error is None
+        spotify = session.get(tables.PlaylistSinkState, (state.config_id, "spotify"))
+    assert state.last_error is None
+    assert spotify is not None and spotify.deferred_until is None and spotify.last_error is None
+    assert spotify.last_status == "written" and spotify.last_written_at == int(clock.now)
 
 
 def test_without_spotify_files_only_and_one_log_line(

@@ -237,3 +237,110 @@ def test_tables_without_a_version_but_with_rows_are_never_touched(tmp_path: Path
     con = sqlite3.connect(db.database_path(tmp_path))
     assert con.execute("SELECT name FROM artist").fetchall() == [("A",)]
     con.close()
+
+
+# --- the real 2 -> 3 step: Spotify's playlist columns become per-sink rows ---------------------
+
+SCHEMA_2_PLAYLISTS = [
+    # config_id, name, spotify_id, last_generated_at, last_synced_at, last_error, deferred_until
+    ("weekly", "Weekly Mix", "sp-weekly", 1_700_000_000, 1_700_000_100, None, None),
+    ("focus", "Focus", "sp-focus", 1_700_000_000, 1_699_000_000, "rate limited", 1_700_003_600),
+    ("broken", "Broken", None, None, None, "generation failed: no seed matches", None),
+]
+SINK_ROWS_AFTER = [
+    # config_id, sink, remote_id, deferred_until, last_status, last_error, last_written_at
+    ("focus", "spotify", "sp-focus", 1_700_003_600, "deferred", "rate limited", 1_699_000_000),
+    ("weekly", "spotify", "sp-weekly", None, "written", None, 1_700_000_100),
+]
+OPEN_DATABASE = (
+    "import sys; from pathlib import Path; from service import db; "
+    "db.open_database(Path(sys.argv[1])).dispose()"
+)
+
+
+def _schema_2_database(data_dir: Path, export: Path) -> None:
+    """A schema-2 database with plays and playlists, as songnet 2 left it: today's tables less
+    `playlist_sink_state`, and `playlist_state` with its Spotify columns."""
+    engine = db.open_database(data_dir)
+    import_paths(engine, [export])
+    engine.dispose()
+    con = sqlite3.connect(db.database_path(data_dir))
+    with con:
+        con.execute("DROP TABLE playlist_sink_state")
+        for column in ("spotify_id VARCHAR", "deferred_until INTEGER", "last_synced_at INTEGER"):
+            con.execute(f"ALTER TABLE playlist_state ADD COLUMN {column}")
+        con.executemany(
+            "INSERT INTO playlist_state (config_id, name, spotify_id, last_generated_at,"
+            " last_synced_at, last_error, deferred_until, tracks_json, removed_from_config)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, '[]', 0)",
+            SCHEMA_2_PLAYLISTS,
+        )
+        con.execute("UPDATE schema_info SET version = 2")
+    con.close()
+
+
+def _rows(data_dir: Path, query: str) -> list[tuple[Any, ...]]:
+    con = sqlite3.connect(db.database_path(data_dir))
+    try:
+        return con.execute(query).fetchall()
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        None,
+        "upgrade:backup",
+        "upgrade:step-2",
+        "upgrade:tables",
+        "upgrade:stamped",
+        "upgrade:committed",
+    ],
+)
+def test_schema_2_upgrade_moves_spotify_state_into_sink_rows_even_when_killed(
+    step: str | None, tmp_path: Path, export_files: tuple[list[Path], dict[str, Any]]
+) -> None:
+    assert db.SCHEMA_VERSION == 3  # this test is the 2 -> 3 step's
+    files, reference = export_files
+    data_dir = tmp_path / "data"
+    _schema_2_database(data_dir, files[0])
+    opening = [sys.executable, "-c", OPEN_DATABASE, str(data_dir)]
+    if step is not None:
+        killed = _killed_at(step, opening, tmp_path)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        assert integrity(data_dir) == "ok"
+        if step != "upgrade:committed":  # all or nothing: still schema 2, every value there
+            assert _rows(data_dir, "SELECT version FROM schema_info") == [(2,)]
+            assert (
+                _rows(
+                    data_dir,
+                    "SELECT config_id, name, spotify_id, last_generated_at, last_synced_at,"
+                    " last_error, deferred_until FROM playlist_state ORDER BY rowid",
+                )
+                == SCHEMA_2_PLAYLISTS
+            )
+    again = subprocess.run(opening, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert integrity(data_dir) == "ok"
+    assert _rows(data_dir, "SELECT version FROM schema_info") == [(3,)]
+    assert (
+        _rows(
+            data_dir,
+            "SELECT config_id, sink, remote_id, deferred_until, last_status, last_error,"
+            " last_written_at FROM playlist_sink_state ORDER BY config_id, sink",
+        )
+        == SINK_ROWS_AFTER
+    )
+    # Every playlist kept; a deferral's error moved to its sink, a generation error stayed.
+    assert _rows(
+        data_dir,
+        "SELECT config_id, name, last_generated_at, last_error FROM playlist_state ORDER BY rowid",
+    ) == [
+        ("weekly", "Weekly Mix", 1_700_000_000, None),
+        ("focus", "Focus", 1_700_000_000, None),
+        ("broken", "Broken", None, "generation failed: no seed matches"),
+    ]
+    columns = {c for (_, c, *_) in _rows(data_dir, "PRAGMA table_info(playlist_state)")}
+    assert columns == set(db.tables.PlaylistState.__table__.columns.keys())  # type: ignore[attr-defined]
+    assert stored_plays(data_dir) == reference[files[0].name]

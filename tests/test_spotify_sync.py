@@ -12,14 +12,21 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 from typer.testing import CliRunner
 
-from service import tables
+from service import playlist_store, tables
 from service.cli import app
 from service.db import open_database
 from service.settings import PlaylistConfig, Settings
 from service.spotify import auth
 from service.spotify import errors as e
 from service.spotify.client import SpotifyClient
-from service.spotify.sync import DESCRIPTION_MAX, SyncRun, describe, marker_for, sync_playlists
+from service.spotify.sync import (
+    DESCRIPTION_MAX,
+    SINK_NAME,
+    SyncRun,
+    describe,
+    marker_for,
+    sync_playlists,
+)
 from tests.fake_spotify import FakePlaylist, FakeSpotify, Fault, RecordingSleeper, make_client
 
 # Logs go to a live stderr whatever CLI test ran before.
@@ -62,15 +69,27 @@ class Rig:
     sleeper: RecordingSleeper
 
     def sync(self, *playlists: Generated, settings: Settings | None = None) -> SyncRun:
-        return sync_playlists(
+        """A sync as the publish use case runs it: the playlists kept, the outcomes stored."""
+        for p in playlists:
+            with playlist_store.update(self.engine, p.config_id, p.name):
+                pass
+        run = sync_playlists(
             self.engine, settings or self.settings, list(playlists), client=self.client
         )
+        playlist_store.record_outcomes(self.engine, SINK_NAME, run.outcomes, now=1_900_000_000)
+        return run
 
-    def state(self, config_id: str) -> tables.PlaylistState:
+    def state(self, config_id: str) -> tables.PlaylistSinkState:
+        """The playlist's row for the Spotify sink."""
         with Session(self.engine) as session:
-            row = session.get(tables.PlaylistState, config_id)
+            row = session.get(tables.PlaylistSinkState, (config_id, SINK_NAME))
             assert row is not None
             return row
+
+    def playlist(self, config_id: str) -> tables.PlaylistState:
+        row = playlist_store.get(self.engine, config_id)
+        assert row is not None
+        return row
 
     def ours(self, config_id: str) -> list[FakePlaylist]:
         """The listener's playlists carrying this configuration's marker."""
@@ -99,7 +118,7 @@ def test_first_sync_creates_later_syncs_replace(rig: Rig) -> None:
     [outcome] = run.outcomes
     assert outcome.status == "written" and outcome.created and outcome.tracks == 30
     [playlist] = rig.ours("weekly")
-    assert playlist.id == outcome.spotify_id == rig.state("weekly").spotify_id
+    assert playlist.id == outcome.spotify_id == rig.state("weekly").remote_id
     assert playlist.items == [t.uri for t in first.tracks]
     assert playlist.name == "Weekly Mix" and playlist.public is False
     assert "Model 3" in playlist.description and "Artist 0 – Song 0" in playlist.description
@@ -113,7 +132,8 @@ def test_first_sync_creates_later_syncs_replace(rig: Rig) -> None:
     assert rig.fake.count("POST", r"/me/playlists$") == 1
     state = rig.state("weekly")
     assert (
-        state.last_synced_at is not None
+        state.last_written_at is not None
+        and state.last_status == "written"
         and state.last_error is None
         and state.deferred_until is None
     )
@@ -136,7 +156,7 @@ def test_a_playlist_the_listener_deleted_is_made_again(rig: Rig) -> None:
     outcome = rig.sync(generated).outcomes[0]
     assert outcome.created and outcome.spotify_id != old
     [playlist] = rig.ours("weekly")
-    assert playlist.id == outcome.spotify_id == rig.state("weekly").spotify_id
+    assert playlist.id == outcome.spotify_id == rig.state("weekly").remote_id
     assert rig.fake.playlists[old].items == [
         t.uri for t in generated.tracks
     ]  # the old one is left alone
@@ -263,12 +283,12 @@ def test_a_playlist_removed_from_the_configuration_is_left_alone(rig: Rig) -> No
         ).exit_code
         == 0
     )
-    assert rig.state("focus").removed_from_config is True
-    assert rig.state("weekly").removed_from_config is False
+    assert rig.playlist("focus").removed_from_config is True
+    assert rig.playlist("weekly").removed_from_config is False
     assert (focus_playlist.items, focus_playlist.description) == before
     assert rig.ours("focus") == [focus_playlist]
     rig.sync(focus)  # configured again
-    assert rig.state("focus").removed_from_config is False
+    assert rig.playlist("focus").removed_from_config is False
 
 
 def test_names_and_descriptions_fit_spotifys_limits(rig: Rig) -> None:

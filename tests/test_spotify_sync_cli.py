@@ -84,7 +84,9 @@ def test_sync_writes_the_generated_playlist_and_keeps_to_one(
     engine = open_database(data_dir)
     with Session(engine) as session:
         state = session.get(tables.PlaylistState, "weekly-mix")
-        assert state is not None and state.spotify_id == playlist.id and state.last_synced_at
+        spotify = session.get(tables.PlaylistSinkState, ("weekly-mix", "spotify"))
+        assert state is not None and spotify is not None
+        assert spotify.remote_id == playlist.id and spotify.last_written_at
         generated = json.loads(state.tracks_json)
         resolved = session.exec(select(tables.ResolvedTrack)).all()
     # Tracks known only by name were resolved by search, and only those in the playlist.

@@ -14,11 +14,11 @@ from sqlalchemy import Engine
 
 from service.playlist_shape import Playlist
 from service.settings import Settings
-from service.spotify.sync import SyncOutcome, sync_playlists
+from service.spotify.sync import SINK_NAME, SyncOutcome, sync_playlists
 
 
 class SpotifySink:
-    name = "spotify"
+    name = SINK_NAME
     remote = True
 
     def __init__(

@@ -1,7 +1,7 @@
 """Writing generated playlists to the listener's Spotify account, so that it converges.
 
 For each configured playlist there is one Spotify playlist, found again through the id kept in
-`playlist_state` or, failing that, through a marker in its description (`[songnet:<id>]`).
+the playlist store (`playlist_sink_state`, sink "spotify") or, failing that, through a marker in its description (`[songnet:<id>]`).
 
 Each run, per playlist:
 1. resolve URIs for tracks known only by name (`resolve.py`);
@@ -31,7 +31,7 @@ from typing import Any, Literal
 import structlog
 from sqlalchemy import Engine
 
-from service import playlist_store, tables
+from service import playlist_store
 from service.playlist_shape import Playlist
 from service.settings import PlaylistConfig, Settings
 from service.spotify.client import MAX_ITEMS_PER_REQUEST, SpotifyClient, client_from_settings
@@ -45,6 +45,8 @@ NAME_MAX = 100
 DESCRIPTION_MAX = 300
 
 Status = Literal["written", "failed", "deferred", "dry-run"]
+
+SINK_NAME = "spotify"  # this sink's rows in the playlist store
 
 
 @dataclass
@@ -140,21 +142,22 @@ class PlaylistSyncer:
 
     # -- state ---------------------------------------------------------------------------
 
-    def _state(self, config: PlaylistConfig) -> tables.PlaylistState:
-        row = playlist_store.get(self.engine, config.id)
-        return row or tables.PlaylistState(config_id=config.id, name=config.name)
+    def _remote_id(self, config: PlaylistConfig) -> str | None:
+        row = playlist_store.sink_state(self.engine, config.id, SINK_NAME)
+        return None if row is None else row.remote_id
 
-    def _save(self, config_id: str, **values: Any) -> None:
-        with playlist_store.update(self.engine, config_id, values.get("name", config_id)) as row:
-            for key, value in values.items():
-                setattr(row, key, value)
+    def _save_remote_id(self, config_id: str, spotify_id: str | None) -> None:
+        # Kept at once, before the items are written: a crash after a create finds it again.
+        with playlist_store.update_sink(self.engine, config_id, SINK_NAME) as row:
+            row.remote_id = spotify_id
 
     # -- one playlist --------------------------------------------------------------------
 
     def sync(self, config: PlaylistConfig, playlist: Playlist) -> SyncOutcome:
         """Write `playlist` for `config`; errors other than `SpotifyError` propagate."""
         now = int(self.wall_clock())
-        self._save(config.id, name=config.name, removed_from_config=False)
+        with playlist_store.update(self.engine, config.id, config.name) as row:
+            row.name, row.removed_from_config = config.name, False
         outcome = SyncOutcome(config_id=config.id, name=config.name, status="failed")
         try:
             uris, unresolved = self._resolve(playlist)
@@ -173,7 +176,6 @@ class PlaylistSyncer:
         except Deferred as exc:
             outcome.status, outcome.error, outcome.hint = "deferred", str(exc), exc.hint
             outcome.deferred_until = int(exc.retry_at)
-            self._save(config.id, deferred_until=outcome.deferred_until, last_error=str(exc))
             log.warning(
                 "playlist sync deferred",
                 playlist=config.id,
@@ -181,13 +183,13 @@ class PlaylistSyncer:
                 error=str(exc),
             )
             return outcome
-        except Interrupted:
-            self._save(config.id, last_error="interrupted by shutdown")
+        except Interrupted:  # no outcome reaches the store: note it here
+            with playlist_store.update_sink(self.engine, config.id, SINK_NAME) as sink_row:
+                sink_row.last_status, sink_row.last_error = "failed", "interrupted by shutdown"
             raise
         except SpotifyError as exc:
             outcome.error, outcome.hint = str(exc), exc.hint
             outcome.needs_sign_in = isinstance(exc, AuthError)
-            self._save(config.id, last_error=f"{exc} ({exc.hint})")
             log.error(
                 "playlist sync failed",
                 playlist=config.id,
@@ -197,13 +199,6 @@ class PlaylistSyncer:
             )
             return outcome
         outcome.status, outcome.tracks = "written", len(uris)
-        self._save(
-            config.id,
-            last_synced_at=int(self.wall_clock()),
-            last_error=None,
-            deferred_until=None,
-            spotify_id=spotify_id,
-        )
         log.info(
             "playlist written",
             playlist=config.id,
@@ -231,7 +226,7 @@ class PlaylistSyncer:
 
     def _ensure_playlist(self, config: PlaylistConfig, description: str) -> tuple[str, bool]:
         """The Spotify id of this configuration's playlist, and whether it was created now."""
-        known = self._state(config).spotify_id
+        known = self._remote_id(config)
         if known:
             if self._still_followed(known):
                 return known, False
@@ -240,13 +235,13 @@ class PlaylistSyncer:
                 playlist=config.id,
                 old_spotify_id=known,
             )
-            self._save(config.id, spotify_id=None)
+            self._save_remote_id(config.id, None)
         found = self._find(config)
         if found is not None:
-            self._save(config.id, spotify_id=found)
+            self._save_remote_id(config.id, found)
             return found, False
         created = self._create(config, description)
-        self._save(config.id, spotify_id=created)
+        self._save_remote_id(config.id, created)
         return created, True
 
     def _still_followed(self, spotify_id: str) -> bool:
@@ -421,7 +416,6 @@ def sync_playlists(
                 deferred_until=stopped.deferred_until,
                 needs_sign_in=stopped.needs_sign_in,
             )
-            _save_outcome(engine, config, outcome)
             run.outcomes.append(outcome)
             continue
         outcome = syncer.sync(config, playlist)
@@ -429,10 +423,3 @@ def sync_playlists(
         if outcome.status == "deferred" or outcome.needs_sign_in:
             stopped = outcome
     return run
-
-
-def _save_outcome(engine: Engine, config: PlaylistConfig, outcome: SyncOutcome) -> None:
-    with playlist_store.update(engine, config.id, config.name) as row:
-        row.last_error = f"{outcome.error} ({outcome.hint})" if outcome.hint else outcome.error
-        if outcome.status == "deferred":
-            row.deferred_until = outcome.deferred_until
