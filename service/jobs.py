@@ -75,6 +75,7 @@ class Jobs:
         self._idle = threading.Event()
         self._idle.set()
         self._spotify_off_logged = False
+        self._source_problems_logged: set[str] = set()
 
     # -- the frame -------------------------------------------------------------------------
 
@@ -220,19 +221,25 @@ class Jobs:
         def body(run: JobRun) -> None:
             from service.features import recompute_features
             from service.pull import pull_source
-            from service.sources import configured_sources
-            from service.sources.http_json import SourceError
+            from service.sources import usable_sources
 
             def sleep(seconds: float) -> None:
                 self.stop.wait(seconds)  # shutdown cuts a rate-limit wait short
 
             counts = {"sources": 0, "imported": 0, "duplicates": 0, "failed": 0}
-            try:
-                sources = configured_sources(self.settings, sleep=sleep)
-            except SourceError as exc:  # a source set up without what it needs
-                run.outcome, run.error = FAILED, str(exc)
-                log.error("history source not usable", error=str(exc), hint=exc.hint)
-                return
+            sources, problems = usable_sources(self.settings, sleep=sleep)
+            # A source set up without what it needs: said once per start (and by `songnet
+            # status`), not at every poll; the other sources are pulled all the same.
+            for problem in problems:
+                if problem.source not in self._source_problems_logged:
+                    self._source_problems_logged.add(problem.source)
+                    log.error(
+                        "history source not usable",
+                        source=problem.source,
+                        error=problem.error,
+                        hint=problem.hint,
+                    )
+            run.counts["not_usable"] = len(problems)
             failed: list[str] = []
             for source in sources:
                 if self.stop.is_set():

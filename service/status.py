@@ -21,6 +21,7 @@ from service import kv, playlist_store, tables
 from service.cron import parse_crontab
 from service.settings import Settings
 from service.sinks import FileSink
+from service.sources import setup_problems
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,10 @@ def collect_status(
         ],
         "spotify": {"configured": settings.spotify_configured, "sign_in": _sign_in_problem(engine)},
         "sources": [_source(row, zone) for row in _source_states(engine)],
+        # Sources the settings name but cannot use: no pull happens until they are fixed.
+        "source_problems": [
+            {"source": p.source, "error": p.error, "hint": p.hint} for p in setup_problems(settings)
+        ],
     }
 
 

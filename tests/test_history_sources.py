@@ -3,6 +3,7 @@ across sources (a pulled listen that overlaps an export play is stored once, the
 
 from __future__ import annotations
 
+import io
 import sqlite3
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from songnet_core.play_sources import (
     play_source,
     same_listening,
 )
+from tests.conftest import logged
 from tests.export_records import account, extended, write
 from tests.fake_history import FakeHistory, Fault
 
@@ -373,3 +375,32 @@ def test_a_listen_stamped_in_the_future_is_skipped_and_does_not_move_the_waterma
     state = stored_state(engine, "listenbrainz", "listener")
     assert state is not None and state.watermark is not None
     assert state.watermark <= now + 86_400
+
+
+def test_a_lastfm_user_without_a_key_is_said_once_per_start_and_listenbrainz_is_pulled(
+    fake_history: FakeHistory, tmp_path: Path, logs: io.StringIO
+) -> None:
+    from service.jobs import OK, Jobs
+    from service.settings import Settings
+    from service.status import collect_status
+
+    fake_history.add_listen(T0, "A", "One")
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        listenbrainz_user=fake_history.lb_user,
+        listenbrainz_url=fake_history.url,
+        lastfm_user="listener",  # and no SONGNET_LASTFM_API_KEY
+    )
+    engine = open_database(settings.data_dir)
+    jobs = Jobs(settings, engine)
+    first, second = jobs.pull_sources(), jobs.pull_sources()
+    assert first.outcome == second.outcome == OK
+    assert first.counts["imported"] == 1 and second.counts["not_usable"] == 1
+    assert [s for s, *_ in plays(engine)] == ["listenbrainz"]
+    (error,) = logged(logs, "history source not usable")  # two polls, one line
+    assert error["source"] == "lastfm" and "SONGNET_LASTFM_API_KEY" in error["error"]
+    # A restart says it once more.
+    Jobs(settings, engine).pull_sources()
+    assert len(logged(logs, "history source not usable")) == 2
+    (problem,) = collect_status(engine, settings, now=T0)["source_problems"]
+    assert problem["source"] == "lastfm" and "SONGNET_LASTFM_API_KEY" in problem["error"]

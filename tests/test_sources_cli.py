@@ -80,3 +80,13 @@ def test_import_without_paths_or_sources_is_a_usage_error(tmp_path: Path) -> Non
 def test_lastfm_without_an_api_key_is_a_usage_error(tmp_path: Path) -> None:
     code, _, err = songnet(tmp_path / "data", {}, "import", "--lastfm", "listener")
     assert code == 2 and "SONGNET_LASTFM_API_KEY" in err
+
+
+def test_a_lastfm_user_without_a_key_gets_a_status_line_saying_what_to_set(tmp_path: Path) -> None:
+    from service.db import open_database
+
+    open_database(tmp_path / "data").dispose()  # a daemon ran here
+    code, _, err = songnet(tmp_path / "data", {"SONGNET_LASTFM_USER": "listener"}, "status")
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if line.startswith("source lastfm")]
+    assert len(lines) == 1 and "not pulled" in lines[0] and "SONGNET_LASTFM_API_KEY" in lines[0]

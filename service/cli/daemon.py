@@ -282,6 +282,12 @@ def _print_status(report: dict[str, Any], s: Settings) -> None:
         elif src["error"]:
             line += f"; last pull failed ({src['error']}), retried at the next poll"
         con.print(line, highlight=False, markup=False)
+    for problem in report["source_problems"]:
+        con.print(
+            f"source {problem['source']}: not pulled: {problem['error']}",
+            highlight=False,
+            markup=False,
+        )
     spotify = report["spotify"]
     if not spotify["configured"]:
         con.print(

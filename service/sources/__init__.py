@@ -52,30 +52,67 @@ def count_skip(skipped: dict[str, int], reason: SkipReason) -> None:
 SOURCE_MODULES = ("service.sources.listenbrainz", "service.sources.lastfm")
 
 
+@dataclass(frozen=True)
+class SetupProblem:
+    """A source the settings name but cannot use as they are (a user without its key)."""
+
+    source: str
+    error: str  # what to set
+    hint: str
+
+
 def configured_sources(
     settings: Any, *, sleep: Callable[[float], None], only: dict[str, str] | None = None
 ) -> list[HistorySource]:
-    """The pull sources the settings set up; with `only` ({name: account}), just those."""
+    """The pull sources the settings set up; with `only` ({name: account}), just those.
+    Raises `SourceError` for one set up without what it needs (`setup_problems` says which)."""
+    found, problems = _sources(settings, sleep=sleep, only=only)
+    if problems:
+        from service.sources.http_json import SourceRefused
+
+        raise SourceRefused(problems[0].error)
+    return found
+
+
+def usable_sources(
+    settings: Any, *, sleep: Callable[[float], None]
+) -> tuple[list[HistorySource], list[SetupProblem]]:
+    """The pull sources the settings set up, and those they name but cannot use: the daemon
+    pulls the first and reports the others without stopping the first."""
+    return _sources(settings, sleep=sleep, only=None)
+
+
+def setup_problems(settings: Any) -> list[SetupProblem]:
+    """What the settings miss for the sources they name (`songnet status` prints each)."""
+    return _sources(settings, sleep=lambda _s: None, only=None)[1]
+
+
+def _sources(
+    settings: Any, *, sleep: Callable[[float], None], only: dict[str, str] | None
+) -> tuple[list[HistorySource], list[SetupProblem]]:
+    from service.sources.http_json import SourceError
+
     found: list[HistorySource] = []
+    problems: list[SetupProblem] = []
     for module_name in SOURCE_MODULES:
         module = importlib.import_module(module_name)
         name = module.SOURCE.name
         if only is not None and name not in only:
             continue
-        source = module.from_settings(
-            settings, sleep=sleep, account=None if only is None else only[name]
-        )
+        try:
+            source = module.from_settings(
+                settings, sleep=sleep, account=None if only is None else only[name]
+            )
+        except SourceError as exc:
+            problems.append(SetupProblem(name, str(exc), exc.hint))
+            continue
         if source is not None:
             found.append(source)
-    return found
+    return found, problems
 
 
 def any_configured(settings: Any) -> bool:
-    """Whether the settings set up a pull source (one missing its key counts: its pull job
-    says what is missing)."""
-    from service.sources.http_json import SourceError
-
-    try:
-        return bool(configured_sources(settings, sleep=lambda _s: None))
-    except SourceError:
-        return True
+    """Whether the settings name a pull source (one missing its key counts: the pull job
+    reports what is missing, once per start)."""
+    found, problems = _sources(settings, sleep=lambda _s: None, only=None)
+    return bool(found or problems)
