@@ -49,6 +49,7 @@ from sqlalchemy import Engine
 
 from service import kv
 from service.cron import parse_crontab
+from service.export_folder import ExportFolder
 from service.jobs import DEFERRED, FAILED, JobRun, Jobs
 from service.logging import register_secret
 from service.settings import Settings
@@ -150,6 +151,7 @@ class Daemon:
             handled={k: (int(v[0]), int(v[1])) for k, v in handled.items()},
             clock=clock,
         )
+        self.export_folder = ExportFolder(self.watcher, on_handled=self._keep_handled)
         self.scheduler = self._build_scheduler()
 
     # -- scheduling ------------------------------------------------------------------------
@@ -284,25 +286,26 @@ class Daemon:
         """Import the export files that have become stable since the last look."""
         if self.stop.is_set():
             return None
-        files = self.watcher.poll()
+        files = self.export_folder.poll()
         if not files:
             return None
-        run = self.jobs.import_files(files, on_file_done=self._mark_handled)
-        if run.counts.get("imported", 0) > 0:
-            self._schedule_retrain()
-        return run
+        return self._brought_in(
+            self.jobs.bring_in("import", [self.export_folder], files=len(files))
+        )
 
     def pull_sources(self) -> JobRun | None:
         """Pull ListenBrainz / Last.fm; new plays retrain under the same rule as exports."""
         if self.stop.is_set():
             return None
-        run = self.jobs.pull_sources()
+        return self._brought_in(self.jobs.pull_sources())
+
+    def _brought_in(self, run: JobRun) -> JobRun:
+        """Whatever the source: new plays retrain (after a quiet spell)."""
         if run.counts.get("imported", 0) > 0:
             self._schedule_retrain()
         return run
 
-    def _mark_handled(self, path: Path) -> None:
-        self.watcher.mark_handled([path])
+    def _keep_handled(self, _path: Path) -> None:
         kv.set_json(self.engine, kv.WATCHED_FILES, self.watcher.handled)
 
     def _schedule_retrain(self) -> None:
@@ -520,9 +523,9 @@ class Daemon:
         """
         self._record_start()
         runs: list[JobRun] = []
-        files = self._settled_files(sleep, max_settle_rounds)
+        files = self.export_folder.settle(sleep, max_settle_rounds, should_stop=self.stop.is_set)
         if files:
-            runs.append(self.jobs.import_files(files, on_file_done=self._mark_handled))
+            runs.append(self.jobs.bring_in("import", [self.export_folder], files=len(files)))
         if any_configured(self.settings):
             runs.append(self.jobs.pull_sources())
         new_plays, has_model = self.jobs.untrained_plays()
@@ -540,29 +543,6 @@ class Daemon:
             )
             return 1
         return 3 if any(r.outcome == DEFERRED for r in runs) else 0
-
-    def _settled_files(self, sleep: Callable[[float], object], max_rounds: int) -> list[Path]:
-        """The export files once they stop changing (one look, a wait, another look)."""
-        ready: dict[str, Path] = {}
-        for round_no in range(max_rounds + 1):
-            for path in self.watcher.poll():
-                ready[str(path)] = path
-            waiting = [p for p in self.watcher.pending() if str(p) not in ready]
-            if not waiting or self.stop.is_set():
-                break
-            if round_no == max_rounds:
-                log.warning(
-                    "files still changing; left for the next run", files=[str(p) for p in waiting]
-                )
-                break
-            if round_no == 0 and self.settings.watch_stable_seconds >= 1:
-                log.info(
-                    "waiting for export files to settle",
-                    files=len(waiting),
-                    seconds=self.settings.watch_stable_seconds,
-                )
-            sleep(self.settings.watch_stable_seconds)
-        return sorted(ready.values())
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -34,6 +34,7 @@ from service.playlist_shape import Playlist
 from service.playlist_sink import PlaylistSink, SinkOutcome
 from service.settings import Settings
 from service.sinks import playlists_dir
+from service.sources import HistorySource
 
 log = structlog.get_logger(__name__)
 
@@ -174,95 +175,92 @@ class Jobs:
 
     # -- import ----------------------------------------------------------------------------
 
-    def import_files(
-        self, files: list[Path], *, on_file_done: Callable[[Path], None] | None = None
+    def bring_in(
+        self,
+        job: str,
+        sources: Sequence[HistorySource],
+        *,
+        counts: dict[str, int] | None = None,
+        **detail: Any,
     ) -> JobRun:
-        """Import `files` one by one (a stop request is honoured between files)."""
+        """Bring in what each source has that is new (`HistorySource.bring_in`), one source
+        after another, one failing not stopping the others; a stop request is honoured
+        between sources (and within one, between files or pages)."""
+
+        extra = counts
 
         def body(run: JobRun) -> None:
             from service.features import recompute_features
-            from service.importer import import_session
 
             counts = {
-                "files": 0,
+                "sources": 0,
                 "imported": 0,
                 "duplicates": 0,
                 "failed": 0,
                 "ignored": 0,
                 "already": 0,
             }
-            # One session for the job: the library's maps are loaded once, not once per file.
-            with import_session(self.engine, clock=self.clock) as session:
-                for path in files:
-                    if self.stop.is_set():
-                        run.outcome = INTERRUPTED
-                        break
-                    for result in session.import_paths([path]):
-                        counts["files"] += 1
-                        counts["imported"] += result.imported
-                        counts["duplicates"] += result.duplicates
-                        counts["failed"] += result.status == "failed"
-                        counts["ignored"] += result.status == "ignored"
-                        counts["already"] += result.status == "already-imported"
-                    if on_file_done is not None:
-                        on_file_done(path)
-            run.counts.update(counts)
-            if counts["imported"]:
-                run.counts["features"] = recompute_features(self.engine, tz=self.settings.zone)
-            if counts["failed"] and run.outcome == OK:
-                run.outcome = FAILED
-                run.error = f"{counts['failed']} file(s) failed to import; see the log lines above"
-
-        return self.run("import", body, files=len(files))
-
-    def pull_sources(self) -> JobRun:
-        """Pull every configured history source; one failing does not stop the others."""
-
-        def body(run: JobRun) -> None:
-            from service.features import recompute_features
-            from service.pull import pull_source
-            from service.sources import usable_sources
-
-            def sleep(seconds: float) -> None:
-                self.stop.wait(seconds)  # shutdown cuts a rate-limit wait short
-
-            counts = {"sources": 0, "imported": 0, "duplicates": 0, "failed": 0}
-            sources, problems = usable_sources(self.settings, sleep=sleep)
-            # A source set up without what it needs: said once per start (and by `songnet
-            # status`), not at every poll; the other sources are pulled all the same.
-            for problem in problems:
-                if problem.source not in self._source_problems_logged:
-                    self._source_problems_logged.add(problem.source)
-                    log.error(
-                        "history source not usable",
-                        source=problem.source,
-                        error=problem.error,
-                        hint=problem.hint,
-                    )
-            run.counts["not_usable"] = len(problems)
-            failed: list[str] = []
+            errors: list[str] = []
             for source in sources:
                 if self.stop.is_set():
                     run.outcome = INTERRUPTED
                     break
-                outcome = pull_source(
-                    self.engine, source, clock=self.clock, should_stop=self.stop.is_set
+                brought = source.bring_in(
+                    self.engine, clock=self.clock, should_stop=self.stop.is_set
                 )
-                total = outcome.summary()
                 counts["sources"] += 1
-                counts["imported"] += total.imported
-                counts["duplicates"] += total.duplicates
-                if outcome.error is not None:
-                    counts["failed"] += 1
-                    failed.append(f"{outcome.label}: {outcome.error}")
-            run.counts.update(counts)
+                for result in brought.results:
+                    counts["imported"] += result.imported
+                    counts["duplicates"] += result.duplicates
+                    counts["failed"] += result.status == "failed"
+                    counts["ignored"] += result.status == "ignored"
+                    counts["already"] += result.status == "already-imported"
+                errors += brought.errors
+                if brought.stopped:
+                    run.outcome = INTERRUPTED
+            run.counts.update(counts, **(extra or {}))
             if counts["imported"]:
+                # The feature cache describes the whole history; new plays change it.
                 run.counts["features"] = recompute_features(self.engine, tz=self.settings.zone)
-            if failed and run.outcome == OK:
+            if errors and run.outcome == OK:
                 run.outcome = FAILED
-                run.error = "; ".join(failed)
+                run.error = "; ".join(errors)
 
-        return self.run("pull", body)
+        return self.run(job, body, **detail)
+
+    def import_files(
+        self, files: list[Path], *, on_file_done: Callable[[Path], None] | None = None
+    ) -> JobRun:
+        """Import `files` one by one (a stop request is honoured between files)."""
+        from service.export_folder import ExportFiles
+
+        return self.bring_in(
+            "import", [ExportFiles(files, on_file_done=on_file_done)], files=len(files)
+        )
+
+    def pull_sources(self) -> JobRun:
+        """Pull every configured history source; one failing does not stop the others."""
+        from service.pull import Pulled
+        from service.sources import usable_sources
+
+        def sleep(seconds: float) -> None:
+            self.stop.wait(seconds)  # shutdown cuts a rate-limit wait short
+
+        sources, problems = usable_sources(self.settings, sleep=sleep)
+        # A source set up without what it needs: said once per start (and by `songnet
+        # status`), not at every poll; the other sources are pulled all the same.
+        for problem in problems:
+            if problem.source not in self._source_problems_logged:
+                self._source_problems_logged.add(problem.source)
+                log.error(
+                    "history source not usable",
+                    source=problem.source,
+                    error=problem.error,
+                    hint=problem.hint,
+                )
+        return self.bring_in(
+            "pull", [Pulled(s) for s in sources], counts={"not_usable": len(problems)}
+        )
 
     # -- training --------------------------------------------------------------------------
 

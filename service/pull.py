@@ -20,7 +20,7 @@ from sqlmodel import Session, select
 
 from service import tables
 from service.importer import FileResult, import_pulled
-from service.sources import HistorySource, Page
+from service.sources import Brought, Page, PullSource
 from service.sources.http_json import SourceError, SourceRefused
 from songnet_core.exports import EARLIEST_PLAY_TS, FUTURE_TOLERANCE_S, ParsedExport
 
@@ -72,7 +72,7 @@ def stored_state(engine: Engine, source: str, account: str) -> tables.SourceStat
 
 def pull_source(
     engine: Engine,
-    source: HistorySource,
+    source: PullSource,
     *,
     clock: Callable[[], float] = time.time,
     on_progress: PullProgress | None = None,
@@ -139,6 +139,24 @@ def pull_source(
             watermark=outcome.watermark,
         )
     return outcome
+
+
+class Pulled:
+    """A pull source as a `HistorySource`: `bring_in` is one `pull_source`."""
+
+    def __init__(self, source: PullSource) -> None:
+        self.source = source
+        self.label = f"{source.name}:{source.account}"
+
+    def bring_in(
+        self, engine: Engine, *, clock: Callable[[], float], should_stop: Callable[[], bool]
+    ) -> Brought:
+        outcome = pull_source(engine, self.source, clock=clock, should_stop=should_stop)
+        return Brought(
+            results=[outcome.summary()],
+            errors=[] if outcome.error is None else [f"{outcome.label}: {outcome.error}"],
+            stopped=should_stop(),
+        )
 
 
 def _plausible(page: Page, latest: int) -> Page:

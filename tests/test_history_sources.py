@@ -404,3 +404,49 @@ def test_a_lastfm_user_without_a_key_is_said_once_per_start_and_listenbrainz_is_
     assert len(logged(logs, "history source not usable")) == 2
     (problem,) = collect_status(engine, settings, now=T0)["source_problems"]
     assert problem["source"] == "lastfm" and "SONGNET_LASTFM_API_KEY" in problem["error"]
+
+
+def test_the_export_folder_and_a_pull_source_are_brought_in_by_one_job(
+    fake_history: FakeHistory, tmp_path: Path
+) -> None:
+    """The export folder is a `HistorySource` like a pull source: one job brings both in; the
+    folder keeps its watcher's wait for a stable file and its ledger (each file once)."""
+    from service.export_folder import ExportFolder
+    from service.jobs import FAILED, OK, Jobs
+    from service.pull import Pulled
+    from service.settings import Settings
+    from service.watch import ExportWatcher
+
+    exports = tmp_path / "exports"
+    write(exports / "StreamingHistory_music_0.json", [account(T0 + 200, "A", "One")])
+    fake_history.add_listen(T0 + 1000, "A", "Two")
+    settings = Settings(data_dir=tmp_path / "data", export_dir=exports)
+    engine = open_database(settings.data_dir)
+    now = [1000.0]
+    folder = ExportFolder(ExportWatcher(exports, 10, clock=lambda: now[0]))
+    jobs = Jobs(settings, engine)
+    sources = [folder, Pulled(listenbrainz(fake_history, Sleeps()))]
+
+    first = jobs.bring_in("import", sources)  # a first look never takes a file
+    assert first.outcome == OK and first.counts["sources"] == 2 and first.counts["imported"] == 1
+    assert [(s, t) for s, t, *_ in plays(engine)] == [("listenbrainz", "Two")]
+    now[0] += 10
+    second = jobs.bring_in("import", sources)
+    assert second.outcome == OK and (second.counts["imported"], second.counts["duplicates"]) == (1, 0)
+    assert [(s, t) for s, t, *_ in plays(engine)] == [("account", "One"), ("listenbrainz", "Two")]
+    assert folder.poll() == []  # handled: not offered again
+
+    # The same content under another name is known to the ledger by its hash.
+    (exports / "StreamingHistory_music_0.json").rename(exports / "StreamingHistory_music_1.json")
+    folder.poll()
+    now[0] += 10
+    third = jobs.bring_in("import", [folder])
+    assert third.counts["already"] == 1 and third.counts["imported"] == 0
+    # A bad file fails the run with its name, and the other source is still brought in.
+    (exports / "StreamingHistory_music_2.json").write_text("{not json")
+    fake_history.add_listen(T0 + 2000, "A", "Three")
+    folder.poll()
+    now[0] += 10
+    fourth = jobs.bring_in("import", sources)
+    assert fourth.outcome == FAILED and "StreamingHistory_music_2.json" in (fourth.error or "")
+    assert fourth.counts["imported"] == 1 and len(plays(engine)) == 3

@@ -34,7 +34,7 @@ from service.features import recompute_features
 from service.importer import FileResult, import_paths, summarise
 from service.lock import cli_write_lock
 from service.pull import pull_source
-from service.sources import HistorySource, configured_sources
+from service.sources import PullSource, configured_sources
 from service.sources.http_json import SourceError
 from songnet_core.exports import ZipLimits
 
@@ -140,7 +140,7 @@ def _import_with_progress(engine: Engine, paths: list[Path], limits: ZipLimits) 
         return import_paths(engine, paths, on_progress=on_progress, limits=limits)
 
 
-def _pull_with_progress(engine: Engine, source: HistorySource) -> FileResult:
+def _pull_with_progress(engine: Engine, source: PullSource) -> FileResult:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, console=err_console, transient=True) as progress:
         task = progress.add_task(f"Pulling {source.name}:{source.account}", total=None)

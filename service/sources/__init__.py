@@ -1,10 +1,16 @@
 """History sources: where plays come from, as one seam.
 
-A `HistorySource` hands out pages of plays newer than a watermark; `service.pull` stores each
-page with the source's new watermark in one transaction. The export folder is the other kind
-of source (files, with the import ledger instead of a watermark: `service.importer`).
+A `HistorySource` is anything that brings plays into the library: `bring_in(engine, ...)`
+stores what it has that is new and says how that went (`Brought`), so that the daemon's jobs
+handle "a source produced plays" once (`service.jobs.Jobs.bring_in`). Two kinds implement it:
 
-Adding a source: one module here that defines its `PlaySource` (registered with
+- the export folder (`service.export_folder.ExportFolder`): Spotify's files, each imported
+  once through the import ledger (by content hash), after the watcher saw it stable;
+- pull sources (`PullSource` below; ListenBrainz, Last.fm), adapted by `service.pull.Pulled`:
+  pages of plays newer than a watermark, each page stored with the new watermark in one
+  transaction (`service.pull.pull_source`).
+
+Adding a pull source: one module here that defines its `PlaySource` (registered with
 `songnet_core.play_sources.register`), a class with `name`, `account`, `play_source` and
 `pages`, and a `from_settings` function; its settings in `service.settings`; and one line in
 `SOURCE_MODULES` below.
@@ -14,11 +20,37 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 from songnet_core.exports import PlayFields, SkipReason
 from songnet_core.play_sources import PlaySource
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from service.importer import FileResult
+
+
+@dataclass
+class Brought:
+    """What one `bring_in` stored: a result per file imported or per pull (the import
+    table's rows), the failures with what happened, and whether a stop request cut it short."""
+
+    results: list[FileResult] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    stopped: bool = False
+
+
+class HistorySource(Protocol):
+    label: str  # in logs and run records: the folder, or "listenbrainz:<user>"
+
+    def bring_in(
+        self, engine: Engine, *, clock: Callable[[], float], should_stop: Callable[[], bool]
+    ) -> Brought:
+        """Store the plays this source has that are not stored yet; never raises for a bad
+        file or an unreachable service (that is a `Brought.errors` line)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -33,7 +65,9 @@ class Page:
     total: int | None  # records this pull expects in all, if the service says
 
 
-class HistorySource(Protocol):
+class PullSource(Protocol):
+    """A service that hands out a user's plays after a watermark (ListenBrainz, Last.fm)."""
+
     name: str  # e.g. "listenbrainz"; the play source's name
     account: str  # the user whose history this is
     play_source: PlaySource
@@ -48,7 +82,7 @@ def count_skip(skipped: dict[str, int], reason: SkipReason) -> None:
 
 
 # The pull sources, in the order they are pulled. Each module has
-# `from_settings(settings, *, sleep, account=None) -> HistorySource | None` (None: not set up).
+# `from_settings(settings, *, sleep, account=None) -> PullSource | None` (None: not set up).
 SOURCE_MODULES = ("service.sources.listenbrainz", "service.sources.lastfm")
 
 
@@ -63,7 +97,7 @@ class SetupProblem:
 
 def configured_sources(
     settings: Any, *, sleep: Callable[[float], None], only: dict[str, str] | None = None
-) -> list[HistorySource]:
+) -> list[PullSource]:
     """The pull sources the settings set up; with `only` ({name: account}), just those.
     Raises `SourceError` for one set up without what it needs (`setup_problems` says which)."""
     found, problems = _sources(settings, sleep=sleep, only=only)
@@ -76,7 +110,7 @@ def configured_sources(
 
 def usable_sources(
     settings: Any, *, sleep: Callable[[float], None]
-) -> tuple[list[HistorySource], list[SetupProblem]]:
+) -> tuple[list[PullSource], list[SetupProblem]]:
     """The pull sources the settings set up, and those they name but cannot use: the daemon
     pulls the first and reports the others without stopping the first."""
     return _sources(settings, sleep=sleep, only=None)
@@ -89,10 +123,10 @@ def setup_problems(settings: Any) -> list[SetupProblem]:
 
 def _sources(
     settings: Any, *, sleep: Callable[[float], None], only: dict[str, str] | None
-) -> tuple[list[HistorySource], list[SetupProblem]]:
+) -> tuple[list[PullSource], list[SetupProblem]]:
     from service.sources.http_json import SourceError
 
-    found: list[HistorySource] = []
+    found: list[PullSource] = []
     problems: list[SetupProblem] = []
     for module_name in SOURCE_MODULES:
         module = importlib.import_module(module_name)
