@@ -195,6 +195,21 @@ def test_publish_hands_each_sink_the_runs_playlists_and_returns_their_outcomes(
     assert (data_dir / "playlists" / "one.m3u8").exists()
     assert (data_dir / "playlists" / "two.json").exists()
     assert [o.status for o in done.outcomes["files"]] == ["written", "written"]
+    # Each sink's outcome is kept per playlist: the busy sink's deferral is what the daemon's
+    # sink retry reads, and `status` shows both sinks.
+    from service import playlist_store
+    from service.status import collect_status
+
+    engine = open_database(data_dir)
+    assert playlist_store.deferred(engine) == {"busy": {"one": 1_900_003_600, "two": 1_900_003_600}}
+    report = collect_status(engine, s, now=1_900_000_000)
+    engine.dispose()
+    one = next(p for p in report["playlists"] if p["id"] == "one")
+    assert {(k["sink"], k["status"]) for k in one["sinks"]} == {
+        ("busy", "deferred"),
+        ("files", "written"),
+    }
+    assert one["deferred_until"] is not None and one["last_synced_at"] is None
     # Where the files cannot go, the file sink says so per playlist instead of raising.
     blocked = tmp_path / "blocked"
     blocked.write_text("a file, not a folder")
