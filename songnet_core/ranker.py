@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -21,8 +22,10 @@ import numpy.typing as npt
 from songnet_core.blend import BlendedNextTrack
 from songnet_core.dataset import ListeningSequence
 from songnet_core.generate import FloatArray, GenerationContext, NextTrackScorer
-from songnet_core.model import LoadedModel
 from songnet_core.transitions import TransitionCounts
+
+if TYPE_CHECKING:  # torch loads with the model, never with the ranker: the daemon imports this
+    from songnet_core.model import LoadedModel
 
 PREFIX_ROOM = 23  # positions of the LSTM's window kept for the playlist (3 seeds + 20)
 

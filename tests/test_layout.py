@@ -54,3 +54,20 @@ def test_runtime_dependencies_are_the_ones_imported() -> None:
     }
     assert sorted(third_party - declared) == [], "imported but not declared in pyproject.toml"
     assert sorted(declared - third_party) == [], "declared in pyproject.toml but never imported"
+
+
+def test_the_daemons_modules_do_not_import_torch() -> None:
+    # The daemon runs torch only in its children (service/child_tasks.py); a module-level
+    # import anywhere on the daemon's path would load ~300 MB into the idle process.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import service.cli, service.daemon, service.jobs, service.publish, service.playlists\n"
+        "import service.child_tasks, songnet_core.ranker\n"
+        "print('torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
