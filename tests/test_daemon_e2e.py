@@ -153,7 +153,8 @@ def test_drop_an_export_get_a_playlist_restart_without_duplicates(
         assert imported["imported"] + imported["duplicates"] <= records
         # ListenBrainz, empty so far, now has some of those plays and newer ones.
         listenbrainz_listens(corpus / EXPORT, fake_history)
-        pulled = daemon.wait_event("job finished", job="pull", timeout=60, imported=LB_NEW)
+        # The import's retrain may take the one worker thread first: the pull waits for it.
+        pulled = daemon.wait_event("job finished", job="pull", timeout=240, imported=LB_NEW)
         assert pulled["outcome"] == "ok" and pulled["duplicates"] == LB_OVERLAP
         trained = daemon.wait_event("job finished", job="train", timeout=240)
         assert trained["outcome"] == "ok" and trained["promoted"] is True
