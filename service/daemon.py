@@ -3,7 +3,7 @@
 One APScheduler `BackgroundScheduler` with two executors:
 
 - `worker`, ONE thread, for everything that touches the database or the model — the folder
-  watch (import), retraining, the weekly playlists, deferred syncs. `max_instances=1` alone
+  watch (import), retraining, the weekly playlists, deferred sink writes. `max_instances=1` alone
   only stops two copies of the same job; one thread stops an import from running beside a
   training.
 - `heartbeat`, its own thread, so that a long training does not look like a hang.
@@ -18,8 +18,9 @@ Jobs: the folder watch (interval polling), a debounced retrain after imports tha
 least `retrain_min_new_plays` plays, a periodic retrain `retrain_lead_minutes` before each
 weekly run, the weekly run on `SONGNET_SCHEDULE` (standard cron, in `SONGNET_TIMEZONE`), and
 the heartbeat. When the first model is promoted and no playlist was ever generated, the
-playlists are generated at once. A Spotify deferral schedules that playlist's sync for the
-time Spotify named.
+playlists are generated at once. A sink's deferral (Spotify's rate limit or quota, say)
+schedules one retry (`sync-retry`) at the earliest time a sink named; each sink then gets
+again what it deferred.
 
 Shutdown (SIGTERM/SIGINT): the stop event is set, scheduling stops, the running step finishes
 or stops at its next check (training at a batch boundary, without promoting), the database is
@@ -70,7 +71,7 @@ JOB_HEARTBEAT = "heartbeat"
 JOB_START_UP = "start-up-checks"
 JOB_CATCH_UP = "weekly-catch-up-check"
 CATCH_UP_CHECK_MINUTES = 10
-JOB_SYNC_RETRY = "spotify-sync-retry"
+JOB_SYNC_RETRY = "sync-retry"  # the deferred writes of every sink
 
 MISFIRE_GRACE_SECONDS = 12 * 3600
 SHUTDOWN_GRACE_SECONDS = 8.0  # the running step gets this long; the process exits within 10 s
@@ -262,7 +263,11 @@ class Daemon:
             self.first_playlists()
         deferred = self.jobs.deferred_syncs()
         if deferred:
-            self._schedule_sync_retry(float(min(deferred.values())), playlists=sorted(deferred))
+            self._schedule_sync_retry(
+                float(min(deferred.values())),
+                sinks=sorted(self.jobs.deferred_sinks()),
+                playlists=sorted(deferred),
+            )
 
     def catch_up_if_due(self) -> JobRun | None:
         """A weekly run whose time passed without it (machine off or asleep, a long queue):
@@ -394,17 +399,23 @@ class Daemon:
             return None
         run = self.jobs.retry_deferred_syncs()
         self._after_publish(run)
-        later = [at for at in self.jobs.deferred_syncs().values() if at > self.clock() + 1]
+        later = self.jobs.deferred_sinks(after=self.clock() + 1)
         if later and not run.deferred:
-            self._schedule_sync_retry(float(min(later)))
+            self._schedule_sync_retry(float(min(later.values())), sinks=sorted(later))
         return run
 
     def _after_publish(self, run: JobRun) -> None:
         if run.deferred:
-            self._schedule_sync_retry(min(run.deferred.values()), playlists=sorted(run.deferred))
+            self._schedule_sync_retry(
+                min(run.deferred.values()),
+                sinks=sorted(run.deferred_sinks),
+                playlists=sorted(run.deferred),
+            )
 
-    def _schedule_sync_retry(self, retry_at: float, playlists: list[str] | None = None) -> None:
-        """Come back when Spotify said to (one job for all deferred playlists)."""
+    def _schedule_sync_retry(
+        self, retry_at: float, *, sinks: list[str], playlists: list[str] | None = None
+    ) -> None:
+        """Come back when the sinks said to (one job for every sink's deferred playlists)."""
         at = datetime.fromtimestamp(max(retry_at, self.clock()), self.zone)
         existing = self.scheduler.get_job(JOB_SYNC_RETRY) if self.scheduler.running else None
         if (
@@ -413,7 +424,9 @@ class Daemon:
             and existing.next_run_time <= at
         ):
             return
-        log.info("spotify sync deferred", playlists=playlists, retry_at=at.isoformat())
+        log.info(
+            "playlist write deferred", sinks=sinks, playlists=playlists, retry_at=at.isoformat()
+        )
         self._schedule_once(self.retry_syncs, JOB_SYNC_RETRY, at)
 
     def heartbeat(self, *, stopped: bool = False) -> None:
@@ -519,7 +532,7 @@ class Daemon:
     ) -> int:
         """Import, train if needed, generate and write, then return an exit code.
 
-        0: done; 1: a step failed; 3: done but a Spotify sync was deferred.
+        0: done; 1: a step failed; 3: done but a sink (Spotify) deferred a playlist's write.
         """
         self._record_start()
         runs: list[JobRun] = []

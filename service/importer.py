@@ -1,4 +1,4 @@
-"""The import pipeline: ledger, parsing, track identity, cross-format dedup and accounting.
+"""The import pipeline: ledger, parsing, track identity, cross-source dedup and accounting.
 
 `import_paths` takes folders, files and zips (see `songnet_core.exports.find_sources`) and
 imports each file in its own transaction, so that a crash or an error leaves the database as
@@ -6,13 +6,20 @@ it was before that file. The ledger (`imported_file`) holds every file content e
 by SHA-256: content imported or ignored before is not parsed again; a file that failed may be
 offered again (after the user fixed it, or once it is completely written).
 
-Dedup. Within one format only identical records are duplicates (the `uq_play_identical`
-constraint on `play`). Across formats the same play (same track, end times within
-`MATCH_WINDOW_S`) is stored once, as the richer extended record: an extended record that
-matches a stored account-data play replaces it in place, and an account record that matches a
-stored extended play is absorbed by it; both count as duplicates. An extended play remembers
-the account record it absorbed (`account_end_ts`, `account_ms_played`), so a later
-account-data export of the same listening is recognised too. Matching is one to one.
+Dedup. Within one source only identical records are duplicates (the `uq_play_identical`
+constraint on `play`). Across sources, the export formats and the pull sources alike, one rule
+says which records are the same listening: `songnet_core.play_sources` (the same track, start
+windows within `MATCH_TOLERANCE_S`, each source's clock known: the account export's `endTime`
+is an end time truncated to the minute, the extended export's `ts` an exact end time,
+ListenBrainz's and Last.fm's stamps start times). Such a listening is stored once, as the
+richer record (extended > ListenBrainz > Last.fm > account): a richer record that matches a
+stored play replaces it in place, a poorer one is absorbed by it; both count as duplicates.
+Matching is one to one (a stored play matches at most one record of a file). A play that
+absorbed or replaced an account record remembers it (`account_end_ts`, `account_ms_played`),
+so a later account-data export of the same listening is recognised by that record alone. A
+file with no play of another source in its time span skips the matching altogether (only
+identical records can repeat there). Pulled pages go through the same rule
+(`store_pulled`), not one to one: the same listen pulled twice is one play.
 
 Speed. 500k plays go through `sqlite3` executemany on the engine's raw connection (the ORM
 is far too slow for that), with tracks and artists resolved through in-memory maps that are
@@ -50,17 +57,14 @@ from songnet_core.exports import (
 )
 from songnet_core.history import normalise, track_key
 from songnet_core.play_sources import (
-    MAX_PLAY_S,
     PlaySource,
     closest_match,
     play_source,
     search_span,
+    start_span,
 )
 
 log = structlog.get_logger(__name__)
-
-# Account-data end times have minute precision; the same play in both formats ends within this.
-MATCH_WINDOW_S = 60
 
 _IMPORT_CACHE_KIB = 128 * 1024
 _IMPORT_CHECKPOINT_PAGES = 16_384  # 64 MiB of WAL
@@ -70,8 +74,6 @@ _IMPORT_CHECKPOINT_PAGES = 16_384  # 64 MiB of WAL
 PlayValues = tuple[
     int, int, int, str, bool | None, str | None, str | None, bool | None, int | None
 ]
-
-_EXPORT_FORMATS = ("account", "extended")
 
 # (bytes done, bytes in all, label of the file being read)
 ProgressCallback = Callable[[int, int, str], None]
@@ -619,15 +621,11 @@ class ImportSession:
         """(imported, duplicates) for the file's music plays."""
         if not values:
             return 0, 0
-        ends = [v[1] for v in values]
-        lo = min(ends) - MATCH_WINDOW_S
-        hi = max(ends) + MATCH_WINDOW_S
-        # Pulled plays (stamped at their start) are matched by start: widen the span to hold them.
-        pulled_lo = lo - MAX_PLAY_S
+        lo, hi = _search_span(play_source(source), values)
         cur = self.cur
         overlap = cur.execute(
             "SELECT 1 FROM play WHERE source != ? AND end_ts BETWEEN ? AND ? LIMIT 1",
-            (source, pulled_lo, hi + MAX_PLAY_S),
+            (source, lo, hi),
         ).fetchone()
         if overlap is None:
             # Nothing of another source in this time span: only identical records can repeat.
@@ -639,41 +637,33 @@ class ImportSession:
     def _merge_plays(
         self, values: list[PlayValues], source: str, lo: int, hi: int
     ) -> tuple[int, int]:
-        """Insert, replace or absorb each play against the stored plays of every source."""
+        """Insert, replace or absorb each play against the stored plays of every other source,
+        by the one rule (`songnet_core.play_sources`), one to one."""
         cur = self.cur
+        this = play_source(source)
         file_tracks = {v[0] for v in values}
         identical: set[tuple[int, int, int]] = set()
-        candidates: dict[int, list[tuple[int, int, int]]] = {}  # track -> [(end_ts, ms, play id)]
-        pulled: dict[int, list[_StoredPlay]] = {}  # plays of pull sources, matched by the rule
+        candidates: dict[int, list[_StoredPlay]] = {}  # track -> plays of other sources
         for pid, tid, ts, ms, src, acc_ts, acc_ms in cur.execute(
             "SELECT id, track_id, end_ts, ms_played, source, account_end_ts, account_ms_played"
             " FROM play WHERE end_ts BETWEEN ? AND ?",
-            (lo - MAX_PLAY_S, hi + MAX_PLAY_S),
+            (lo, hi),
         ):
             if tid not in file_tracks:
                 continue
-            if src not in _EXPORT_FORMATS:
-                if source == "account" and acc_ts is not None:
-                    identical.add((tid, acc_ts, acc_ms))
-                else:
-                    pulled.setdefault(tid, []).append(_StoredPlay(pid, ts, ms, src))
-                continue
-            if not lo <= ts <= hi:
-                continue
             if src == source:
+                # Within one source only identical records are duplicates.
                 identical.add((tid, ts, ms))
-            elif source == "extended":
-                candidates.setdefault(tid, []).append((ts, ms, pid))
-            elif acc_ts is not None:
+            elif source == "account" and acc_ts is not None:
+                # A richer play that absorbed an account record: that record, and no other.
                 identical.add((tid, acc_ts, acc_ms))
             else:
-                candidates.setdefault(tid, []).append((ts, ms, pid))
+                candidates.setdefault(tid, []).append(_StoredPlay(pid, ts, ms, src))
         for found in candidates.values():
-            found.sort()
+            found.sort(key=_start)
         inserts: list[PlayValues] = []
         replaces: list[tuple[Any, ...]] = []
         absorbs: list[tuple[int, int, int]] = []
-        replaces_pulled: list[tuple[Any, ...]] = []
         duplicates = 0
         for value in values:
             tid, ts, ms = value[0], value[1], value[2]
@@ -682,40 +672,33 @@ class ImportSession:
                 duplicates += 1
                 continue
             identical.add(key)
-            match = _take_match(candidates.get(tid), ts, ms)
-            if match is None:
-                stored = _take_pulled_match(pulled.get(tid), play_source(source), ts, ms)
-                if stored is None:
-                    inserts.append(value)
-                    continue
-                duplicates += 1
-                if play_source(source).rank > play_source(stored.source).rank:
-                    replaces_pulled.append((*value[1:], stored.play_id))
-                else:
-                    absorbs.append((ts, ms, stored.play_id))
+            stored = _take_match(candidates.get(tid), this, ts, ms)
+            if stored is None:
+                inserts.append(value)
                 continue
             duplicates += 1
-            old_ts, old_ms, pid = match
-            if source == "extended":
-                # The extended record is richer: it takes the account play's place.
-                replaces.append((*value[1:], old_ts, old_ms, pid))
+            if this.rank > play_source(stored.source).rank:
+                # This record is richer: it takes the stored play's place. An account record
+                # it replaces is remembered as absorbed; what the stored play absorbed stays.
+                acc = (
+                    (stored.end_ts, stored.ms_played)
+                    if stored.source == "account"
+                    else (None, None)
+                )
+                replaces.append((*value[1:], *acc, stored.play_id))
             else:
-                absorbs.append((ts, ms, pid))
+                absorbs.append((ts, ms, stored.play_id))
         if replaces:
             cur.executemany(
-                "UPDATE play SET end_ts = ?, ms_played = ?, source = ?, skipped = ?, reason_start = ?,"
-                " reason_end = ?, shuffle = ?, file_id = ?, account_end_ts = ?, account_ms_played = ?"
-                " WHERE id = ?",
+                "UPDATE OR IGNORE play SET end_ts = ?, ms_played = ?, source = ?, skipped = ?,"
+                " reason_start = ?, reason_end = ?, shuffle = ?, file_id = ?,"
+                " account_end_ts = coalesce(?, account_end_ts),"
+                " account_ms_played = coalesce(?, account_ms_played) WHERE id = ?",
                 replaces,
             )
-        if replaces_pulled:
-            # The export's record is richer; what the pulled play absorbed stays with it.
-            cur.executemany(
-                "UPDATE OR IGNORE play SET end_ts = ?, ms_played = ?, source = ?, skipped = ?,"
-                " reason_start = ?, reason_end = ?, shuffle = ?, file_id = ? WHERE id = ?",
-                replaces_pulled,
-            )
         if absorbs:
+            # Only the account export ranks below every other source: the richer stored play
+            # remembers the account record, so that export is recognised when imported again.
             cur.executemany(
                 "UPDATE play SET account_end_ts = ?, account_ms_played = ? WHERE id = ?", absorbs
             )
@@ -741,34 +724,34 @@ class _StoredPlay:
     source: str
 
 
-def _take_pulled_match(
-    found: list[_StoredPlay] | None, source: PlaySource, ts: int, ms: int
-) -> _StoredPlay | None:
-    """Remove and return the stored play that is the same listening (one to one)."""
-    if not found:
-        return None
-    i = closest_match(
-        source, ts, ms, [(play_source(p.source), p.end_ts, p.ms_played) for p in found]
-    )
-    return None if i is None else found.pop(i)
+def _start(play: _StoredPlay) -> int:
+    return play.end_ts - play.ms_played // 1000
+
+
+def _search_span(source: PlaySource, values: list[PlayValues]) -> tuple[int, int]:
+    """The `end_ts` range of the stored plays that may match any of `values`."""
+    starts = [v[1] - v[2] // 1000 for v in values]
+    # A play that ends at its start (ms_played 0) has the start window of its start.
+    return search_span(source, min(starts), 0)[0], search_span(source, max(starts), 0)[1]
 
 
 def _take_match(
-    found: list[tuple[int, int, int]] | None, ts: int, ms: int
-) -> tuple[int, int, int] | None:
-    """Remove and return the stored play that `(ts, ms)` matches: same ms first, then nearest."""
+    found: list[_StoredPlay] | None, source: PlaySource, ts: int, ms: int
+) -> _StoredPlay | None:
+    """Remove and return the stored play (sorted by start) that is the same listening as
+    `(ts, ms)` by the rule, or None: each stored play matches at most one record."""
     if not found:
         return None
-    start = bisect_left(found, ts - MATCH_WINDOW_S, key=_end_ts)
-    stop = bisect_right(found, ts + MATCH_WINDOW_S, key=_end_ts)
-    if start >= stop:
+    lo, hi = start_span(source, ts, ms)
+    begin = bisect_left(found, lo, key=_start)
+    end = bisect_right(found, hi, key=_start)
+    if begin >= end:
         return None
-    best = min(range(start, stop), key=lambda i: (found[i][1] != ms, abs(found[i][0] - ts)))
-    return found.pop(best)
-
-
-def _end_ts(candidate: tuple[int, int, int]) -> int:
-    return candidate[0]
+    near = found[begin:end]
+    i = closest_match(
+        source, ts, ms, [(play_source(p.source), p.end_ts, p.ms_played) for p in near]
+    )
+    return None if i is None else found.pop(begin + i)
 
 
 def summarise(results: Iterable[FileResult]) -> dict[str, int]:

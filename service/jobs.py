@@ -31,7 +31,7 @@ from sqlmodel import Session, col, select
 from service import playlist_store, tables
 from service.lock import FileLock, read_holder, write_lock_file
 from service.playlist_shape import Playlist
-from service.playlist_sink import PlaylistSink, SinkOutcome
+from service.playlist_sink import Interrupted, PlaylistSink, SinkOutcome
 from service.settings import Settings
 from service.sinks import playlists_dir
 from service.sources import HistorySource
@@ -51,6 +51,7 @@ class JobRun:
     counts: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     deferred: dict[str, float] = field(default_factory=dict)  # playlist id -> retry at (epoch s)
+    deferred_sinks: dict[str, float] = field(default_factory=dict)  # sink name -> earliest retry
     record_id: int | None = None
     started: bool = False  # False: cancelled before it began (stop requested)
 
@@ -303,7 +304,7 @@ class Jobs:
         return playlist_store.ever_generated(self.engine)
 
     def publish(self, job: str, *, reason: str, scheduled_for: int | None = None) -> JobRun:
-        """Generate the configured playlists, write their files, and sync them to Spotify."""
+        """Generate the configured playlists and hand them to each sink (the files, Spotify…)."""
 
         def body(run: JobRun) -> None:
             if not self.has_promoted_model():
@@ -317,7 +318,6 @@ class Jobs:
             # Generated in a child process, like training; the store and the sinks stay here.
             from service.child_tasks import generate_in_child
             from service.publish import deliver, from_child
-            from service.spotify.errors import Interrupted
 
             now = int(self.clock())
             results = generate_in_child(
@@ -348,8 +348,6 @@ class Jobs:
         """Write again the lists a remote sink deferred (the same lists, not new ones)."""
 
         def body(run: JobRun) -> None:
-            from service.spotify.errors import Interrupted
-
             now = self.clock()
             waiting = playlist_store.deferred(self.engine)
             stored = self.stored_playlists()
@@ -411,6 +409,7 @@ class Jobs:
                     deferred += 1
                     at = float(result.deferred_until)
                     run.deferred[result.config_id] = min(at, run.deferred.get(result.config_id, at))
+                    run.deferred_sinks[name] = min(at, run.deferred_sinks.get(name, at))
                 elif result.status == "written":
                     synced += remote
                 elif remote:
@@ -432,6 +431,16 @@ class Jobs:
         for waiting in playlist_store.deferred(self.engine).values():
             for config_id, at in waiting.items():
                 earliest[config_id] = min(at, earliest.get(config_id, at))
+        return earliest
+
+    def deferred_sinks(self, *, after: float | None = None) -> dict[str, int]:
+        """Sinks that deferred a playlist's write (name -> the earliest time, epoch s), only
+        the deferrals past `after` if given."""
+        earliest: dict[str, int] = {}
+        for sink, waiting in playlist_store.deferred(self.engine).items():
+            times = [at for at in waiting.values() if after is None or at > after]
+            if times:
+                earliest[sink] = min(times)
         return earliest
 
     # -- run records -----------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 A sink writes a run's playlists and says, per playlist, how it went: written; deferred until
 a time (the sink asked to be called again then: the daemon retries it); or failed with a
-reason. The file sink (`service.sinks.FileSink`, always on) and the Spotify sink
+reason. A sink whose wait a shutdown cuts short raises `Interrupted`: the run is interrupted,
+not failed. The file sink (`service.sinks.FileSink`, always on) and the Spotify sink
 (`service.spotify.sink.SpotifySink`, once Spotify is set up) implement it; the publish use
 case (`service.publish.publish`) hands each sink the playlists of one run.
 
@@ -45,6 +46,10 @@ class Outcome:
     deferred_until: int | None = None
     error: str | None = None
     hint: str | None = None
+
+
+class Interrupted(Exception):  # noqa: N818 (names say what happened, as in service.spotify.errors)
+    """A wait was cut short because songnet is shutting down."""
 
 
 class PlaylistSink(Protocol):

@@ -189,7 +189,7 @@ def ever_generated(engine: Engine) -> bool:
 
 
 def mark_removed(engine: Engine, config_ids: set[str]) -> list[str]:
-    """Flag rows whose configuration is gone (left as they are in Spotify, no longer
+    """Flag rows whose configuration is gone (left as they are in every sink, no longer
     updated); returns the newly flagged ids. A configuration that comes back is unflagged."""
     newly: list[str] = []
     with Session(engine) as session:
@@ -203,7 +203,7 @@ def mark_removed(engine: Engine, config_ids: set[str]) -> list[str]:
         session.commit()
     for config_id in newly:
         log.info(
-            "playlist no longer configured; left as it is in Spotify and not updated",
+            "playlist no longer configured; left as it is in every sink and not updated",
             playlist=config_id,
         )
     return newly

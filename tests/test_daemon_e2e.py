@@ -154,7 +154,7 @@ def test_drop_an_export_get_a_playlist_restart_without_duplicates(
         assert imported["imported"] + imported["duplicates"] <= records
         # ListenBrainz, empty so far, now has some of those plays and newer ones.
         listenbrainz_listens(corpus / EXPORT, fake_history)
-        # Jobs run one at a time: the pull may wait for a training the import started.
+        # The import's retrain may take the one worker thread first: the pull waits for it.
         pulled = daemon.wait_event("job finished", job="pull", timeout=240, imported=LB_NEW)
         assert pulled["outcome"] == "ok" and pulled["duplicates"] == LB_OVERLAP
         trained = daemon.wait_event("job finished", job="train", timeout=240)

@@ -149,6 +149,10 @@ def test_first_model_publishes_at_once_then_deferral_is_rescheduled(
         assert retry_at > time.time() + 7000
         job = daemon.scheduler.get_job(JOB_SYNC_RETRY)
         assert abs(job.next_run_time.timestamp() - retry_at) < 1
+        # The log names the sink that deferred, and the playlists.
+        [deferred] = logged(logs, "playlist write deferred")
+        assert deferred["sinks"] == ["spotify"]
+        assert deferred["playlists"] == [settings.playlists[0].id]
         # A restart finds the deferral in the database and schedules the same retry.
         restarted = Daemon(settings, engine, clock=clock)
         restarted.scheduler.start(paused=True)
@@ -156,6 +160,7 @@ def test_first_model_publishes_at_once_then_deferral_is_rescheduled(
             restarted.start_up_checks()
             again = restarted.scheduler.get_job(JOB_SYNC_RETRY)
             assert abs(again.next_run_time.timestamp() - retry_at) < 1
+            assert logged(logs, "playlist write deferred")[-1]["sinks"] == ["spotify"]
         finally:
             restarted.scheduler.shutdown(wait=False)
         # Too early: nothing is sent.

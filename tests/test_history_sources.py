@@ -317,6 +317,58 @@ def test_lastfm_rate_limit_error_29_is_backed_off_and_retried(
     assert sleeps == [60.0, 2.0]
 
 
+def test_lastfm_5xx_and_malformed_json_are_retried(
+    fake_history: FakeHistory, engine: Engine
+) -> None:
+    fake_history.add_scrobble(T0, "A", "One")
+    fake_history.fail("lastfm", Fault(502, b"<html>bad gateway"), Fault(200, b"<html>not json"))
+    sleeps = Sleeps()
+    outcome = pull_source(engine, lastfm(fake_history, sleeps))
+    assert outcome.error is None and outcome.imported == 1
+    assert sleeps == [1.0, 2.0]
+    assert fake_history.count("lastfm") == 3
+
+
+def test_a_scrobble_without_a_track_name_is_skipped_and_counted(
+    fake_history: FakeHistory, engine: Engine
+) -> None:
+    fake_history.add_scrobble(T0, "A", "One")
+    fake_history.add_scrobble(T0 + 300, "A", "")
+    fake_history.add_scrobble(T0 + 600, "", "No artist")
+    total = pull_source(engine, lastfm(fake_history, Sleeps())).summary()
+    assert (total.records, total.imported, total.skipped) == (3, 1, {"no_track": 2})
+    assert total.balanced
+
+
+def test_a_scrobble_that_overlaps_export_plays_is_stored_once_as_the_richer_record(
+    fake_history: FakeHistory, engine: Engine, tmp_path: Path
+) -> None:
+    # "One" (200 s from T0) in the account export; "Two" (100 s from T0 + 1000) in the
+    # extended one; Last.fm scrobbled both a few seconds off (its clock) and "Three".
+    write(tmp_path / "acc" / "StreamingHistory_music_0.json", [account(T0 + 200, "A", "One")])
+    write(
+        tmp_path / "ext" / "Streaming_History_Audio_2023.json",
+        [extended(T0 + 1100, "A", "Two", 100_000)],
+    )
+    import_paths(engine, [tmp_path / "acc", tmp_path / "ext"])
+    fake_history.add_scrobble(T0 + 4, "A", "One")
+    fake_history.add_scrobble(T0 + 997, "A", "Two")
+    fake_history.add_scrobble(T0 + 2000, "A", "Three")
+    outcome = pull_source(engine, lastfm(fake_history, Sleeps()))
+    assert (outcome.imported, outcome.summary().duplicates) == (1, 2)
+    # Last.fm's record is richer than the account export's, poorer than the extended one's.
+    assert [(s, t) for s, t, *_ in plays(engine)] == [
+        ("lastfm", "One"),
+        ("extended", "Two"),
+        ("lastfm", "Three"),
+    ]
+    # The account export of "One", imported again under another name, is recognised.
+    write(tmp_path / "acc2" / "StreamingHistory_music_1.json", [account(T0 + 200, "A", "One")])
+    [again] = import_paths(engine, [tmp_path / "acc2"])
+    assert (again.imported, again.duplicates) == (0, 1)
+    assert len(plays(engine)) == 3
+
+
 def test_lastfm_bad_key_is_refused_with_what_to_set(
     fake_history: FakeHistory, engine: Engine
 ) -> None:

@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy import Engine, text
 
 from service.db import database_path, open_database
-from service.importer import MATCH_WINDOW_S, FileResult, import_paths
+from service.importer import FileResult, import_paths
+from songnet_core.play_sources import ACCOUNT, MATCH_TOLERANCE_S
 from tests import export_records as rec
 
 T0 = 1_700_000_000
@@ -242,7 +243,8 @@ def test_account_then_extended_stores_each_play_once_as_the_richer_record(
     assert len(stored) == len(plays)
     assert {row[3] for row in stored} == {"extended"}
     # The account record each play absorbed is remembered; the skip and reasons are kept.
-    assert all(row[8] is not None and row[1] - MATCH_WINDOW_S < row[8] <= row[1] for row in stored)
+    minute = ACCOUNT.resolution_s
+    assert all(row[8] is not None and row[1] - minute < row[8] <= row[1] for row in stored)
     assert sum(bool(row[4]) for row in stored) == 1
     assert query(engine, "SELECT count(*) FROM track WHERE uri IS NULL")[0][0] == 0
 
@@ -280,15 +282,60 @@ def test_a_later_account_export_of_the_same_listening_adds_nothing(
 def test_plays_outside_the_window_or_of_other_tracks_are_kept_apart(
     engine: Engine, tmp_path: Path
 ) -> None:
-    ext = rec.extended(T0 + 30, "A", "Song")
+    ext = rec.extended(T0 + 30, "A", "Song")  # 200 s, started at T0 - 170
     accounts = [
-        rec.account(T0 + 30 - MATCH_WINDOW_S - 61, "A", "Song"),  # its minute ends > 60 s earlier
+        # Started (at the latest: its minute's end) more than the tolerance before.
+        rec.account(T0 + 30 - 60 - MATCH_TOLERANCE_S - 1, "A", "Song"),
         rec.account(T0 + 30, "A", "Other Song"),
     ]
     import_paths(engine, [rec.write(tmp_path / "StreamingHistory0.json", accounts)])
     result = only(import_paths(engine, [rec.write(tmp_path / "endsong_0.json", [ext])]))
     assert (result.imported, result.duplicates) == (1, 0)
     assert len(stored_plays(engine)) == 3
+
+
+@pytest.mark.parametrize("account_first", [True, False])
+def test_one_listening_in_both_exports_is_one_play_with_ms_played_a_little_off(
+    tmp_path: Path, account_first: bool
+) -> None:
+    ends = [T0 + 7, T0 + 1000, T0 + 5000, T0 + 9000]
+    played = [(200_000, 200_000), (200_000, 197_600), (180_000, 183_900), (4_076_413, 4_076_413)]
+    extended = [
+        rec.extended(end, "A", "Song", ms) for end, (ms, _) in zip(ends, played, strict=True)
+    ]
+    # The account export's end: the same end truncated to the minute; the last play is 68 min.
+    account = [rec.account(end, "A", "Song", ms) for end, (_, ms) in zip(ends, played, strict=True)]
+    engine = open_database(tmp_path / "data")
+    files = [
+        rec.write(tmp_path / "acc" / "StreamingHistory_music_0.json", account),
+        rec.write(tmp_path / "ext" / "Streaming_History_Audio_2023.json", extended),
+    ]
+    first, second = import_paths(engine, files if account_first else files[::-1])
+    assert (first.imported, second.imported, second.duplicates) == (4, 0, 4)
+    assert [(row[1], row[2], row[3], row[9]) for row in stored_plays(engine)] == [
+        (end, ext_ms, "extended", acc_ms)
+        for end, (ext_ms, acc_ms) in zip(ends, played, strict=True)
+    ]
+
+
+def test_the_same_track_again_right_after_keeps_its_own_account_record(
+    engine: Engine, tmp_path: Path
+) -> None:
+    # Played 67 s, then again 214 s. The account record of the first (ms_played 5 s off) starts
+    # nearer the second's start, but its minute is long over when the second ends.
+    minute = T0 // 60 * 60 + 600
+    extended = [
+        rec.extended(minute, "A", "Song", 67_000),
+        rec.extended(minute + 214, "A", "Song", 214_000),
+    ]
+    account = [rec.account(minute, "A", "Song", 62_000), rec.account(minute + 214, "A", "Song")]
+    import_paths(engine, [rec.write(tmp_path / "endsong_0.json", extended)])
+    result = only(import_paths(engine, [rec.write(tmp_path / "StreamingHistory0.json", account)]))
+    assert (result.imported, result.duplicates) == (0, 2)
+    assert [(row[1], row[8], row[9]) for row in stored_plays(engine)] == [
+        (minute, minute, 62_000),
+        (minute + 214, minute + 180, 200_000),
+    ]
 
 
 def test_account_only_tracks_get_their_uri_when_the_extended_export_arrives(

@@ -1,5 +1,5 @@
-"""`songnet import --listenbrainz/--lastfm USER` and the sources in `songnet status`, run for real
-against the fakes on 127.0.0.1."""
+"""`songnet import --listenbrainz/--lastfm USER`, `songnet pull` and the sources in
+`songnet status`, run for real against the fakes on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -90,3 +90,44 @@ def test_a_lastfm_user_without_a_key_gets_a_status_line_saying_what_to_set(tmp_p
     assert code == 0, err
     lines = [line for line in err.splitlines() if line.startswith("source lastfm")]
     assert len(lines) == 1 and "not pulled" in lines[0] and "SONGNET_LASTFM_API_KEY" in lines[0]
+
+
+def test_pull_without_a_source_set_up_fails_saying_what_to_set(tmp_path: Path) -> None:
+    code, out, err = songnet(tmp_path / "data", {}, "pull")
+    assert code == 2
+    assert "no history source is set up" in err and "SONGNET_LISTENBRAINZ_USER" in err
+    assert out == ""
+
+
+def test_pull_with_only_a_lastfm_user_without_a_key_fails_and_pulls_nothing(
+    fake_history: FakeHistory, tmp_path: Path
+) -> None:
+    fake_history.add_scrobble(T0, "Artist", "Song")
+    env = {"SONGNET_LASTFM_USER": "listener", "SONGNET_LASTFM_URL": fake_history.url + "/2.0/"}
+    code, out, err = songnet(tmp_path / "data", env, "pull", "--json")
+    assert code == 2
+    assert "lastfm cannot be pulled" in err and "SONGNET_LASTFM_API_KEY" in err
+    assert "nothing was pulled" in err and out == ""
+    assert fake_history.requests == []
+
+
+def test_pull_takes_each_source_set_up_from_where_it_stopped(
+    fake_history: FakeHistory, tmp_path: Path
+) -> None:
+    for i in range(3):
+        fake_history.add_listen(T0 + 600 * i, "Artist", f"Song {i}", duration_ms=200_000)
+    env = {"SONGNET_LISTENBRAINZ_USER": "listener", "SONGNET_LISTENBRAINZ_URL": fake_history.url}
+    data = tmp_path / "data"
+    code, out, err = songnet(data, env, "pull", "--json")
+    assert code == 0, err
+    [row] = json.loads(out)["files"]
+    assert (row["path"], row["imported"], row["status"]) == ("listenbrainz:listener", 3, "imported")
+
+    fake_history.add_listen(T0 + 5000, "Artist", "Song 3", duration_ms=200_000)
+    # A Last.fm user without a key besides: ListenBrainz is pulled, the exit says what is wrong.
+    code, out, err = songnet(data, {**env, "SONGNET_LASTFM_USER": "listener"}, "pull", "--json")
+    assert code == 2 and "SONGNET_LASTFM_API_KEY" in err
+    [row] = json.loads(out)["files"]
+    assert (row["imported"], row["duplicates"]) == (1, 0)
+    code, out, _ = songnet(data, env, "status", "--json")
+    assert json.loads(out)["plays"] == 4

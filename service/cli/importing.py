@@ -1,9 +1,12 @@
 """`songnet import PATH…`: import Spotify exports (folders, files, zips) into the library;
 `--listenbrainz USER` / `--lastfm USER` backfill from those services (one row per source).
+`songnet pull`: pull every source the settings set up, once (the daemon's pull step by hand).
 
 A progress bar and the result table go to stderr; with `--json` stdout holds exactly one
-object, `{"files": [...]}`, one entry per file (see `service.importer.FileResult`). Exit 0
-when every file imported, was already there or was ignored; 1 when any file failed.
+object, `{"files": [...]}`, one entry per file or source (see `service.importer.FileResult`).
+Exit 0 when every file imported, was already there or was ignored; 1 when any file or pull
+failed; 2 for a usage or configuration error (`pull`: a source the settings name cannot be
+used as set up, or none is named; the usable ones are pulled all the same).
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ from service.features import recompute_features
 from service.importer import FileResult, import_paths, summarise
 from service.lock import cli_write_lock
 from service.pull import pull_source
-from service.sources import PullSource, configured_sources
+from service.settings import Settings
+from service.sources import PullSource, configured_sources, usable_sources
 from service.sources.http_json import SourceError
 from songnet_core.exports import ZipLimits
 
@@ -85,7 +89,9 @@ def import_command(
     every record is accounted for per file or source."""
     s = settings(ctx)
     paths = paths or []
-    only = {name: user for name, user in (("listenbrainz", listenbrainz), ("lastfm", lastfm)) if user}
+    only = {
+        name: user for name, user in (("listenbrainz", listenbrainz), ("lastfm", lastfm)) if user
+    }
     if not paths and not only:
         typer.echo("error: give export paths, --listenbrainz USER or --lastfm USER", err=True)
         raise typer.Exit(2)
@@ -98,6 +104,51 @@ def import_command(
     if max_unzipped_mb is not None:
         cap = max_unzipped_mb << 20
         limits = ZipLimits(max_member_bytes=cap, max_total_bytes=cap)
+    results = _bring_in(s, "import", paths, limits, sources)
+    _report(results, as_json)
+    if any(r.status == "failed" for r in results):
+        raise typer.Exit(1)
+
+
+# What `songnet pull` says when the settings name no history source.
+NO_SOURCE = (
+    "no history source is set up: set SONGNET_LISTENBRAINZ_USER, or SONGNET_LASTFM_USER with"
+    " SONGNET_LASTFM_API_KEY (README: Keep your history flowing)"
+)
+
+
+@app.command("pull")
+def pull_command(
+    ctx: typer.Context,
+    as_json: Annotated[
+        bool, typer.Option("--json", help='Print {"files": [...]} on stdout, nothing else.')
+    ] = False,
+) -> None:
+    """Pull every history source the settings set up (ListenBrainz, Last.fm) once, from where
+    its last pull stopped: what the daemon does every SONGNET_SOURCE_POLL, by hand."""
+    s = settings(ctx)
+    sources, problems = usable_sources(s, sleep=time.sleep)
+    for problem in problems:
+        typer.echo(f"error: {problem.source} cannot be pulled: {problem.error}", err=True)
+    if not sources:
+        typer.echo(f"error: {NO_SOURCE}" if not problems else "error: nothing was pulled", err=True)
+        raise typer.Exit(2)
+    results = _bring_in(s, "pull", [], ZipLimits(), sources)
+    _report(results, as_json)
+    if any(r.status == "failed" for r in results):
+        raise typer.Exit(1)
+    if problems:
+        raise typer.Exit(2)
+
+
+def _bring_in(
+    s: Settings,
+    command: str,
+    paths: list[Path],
+    limits: ZipLimits,
+    sources: list[PullSource],
+) -> list[FileResult]:
+    """Import `paths`, then pull `sources`, under the write lock; the feature cache after."""
     try:
         engine = open_database(s.data_dir)
     except DatabaseError as exc:
@@ -105,7 +156,7 @@ def import_command(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     try:
-        with cli_write_lock(s.data_dir, "import", s.lock_wait_seconds):
+        with cli_write_lock(s.data_dir, command, s.lock_wait_seconds):
             results = _import_with_progress(engine, paths, limits) if paths else []
             results += [_pull_with_progress(engine, source) for source in sources]
             if any(r.imported for r in results):
@@ -113,12 +164,14 @@ def import_command(
                 recompute_features(engine, tz=s.zone)
     finally:
         engine.dispose()
+    return results
+
+
+def _report(results: list[FileResult], as_json: bool) -> None:
     if as_json:
         print(json.dumps({"files": [r.to_json() for r in results]}, ensure_ascii=False))
     else:
         print_results(results)
-    if any(r.status == "failed" for r in results):
-        raise typer.Exit(1)
 
 
 def _import_with_progress(engine: Engine, paths: list[Path], limits: ZipLimits) -> list[FileResult]:

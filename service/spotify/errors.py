@@ -42,6 +42,8 @@ from urllib.parse import urlsplit
 import requests
 import urllib3.exceptions
 
+from service import playlist_sink as _sink
+
 # A quota 429 without a usable Retry-After: Spotify's quota windows are hours long.
 DEFAULT_QUOTA_WAIT_SECONDS = 3600.0
 
@@ -163,8 +165,8 @@ class BadRequest(PermanentError):
     pass
 
 
-class Interrupted(Exception):
-    """A wait was cut short because songnet is shutting down."""
+# A wait cut short by shutdown: the sink seam's exception (any sink may raise it).
+Interrupted = _sink.Interrupted
 
 
 def where_of(method: str, url: str) -> str:
