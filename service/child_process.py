@@ -53,7 +53,7 @@ TASKS = {
     "train": "service.child_tasks:train_task",
     "generate": "service.child_tasks:generate_task",
 }
-STOP_GRACE_SECONDS = 5.0  # within the daemon's shutdown grace (8 s), itself within 10 s
+STOP_GRACE_SECONDS = 5.0  # within the daemon's shutdown grace (7 s), itself within 10 s
 POLL_SECONDS = 0.2
 # The watchdog: a child that used less than STALL_CPU_SECONDS of CPU in STALL_SECONDS is hung
 # (a training or generation computes all the time; its idle threads use microseconds).
@@ -168,6 +168,10 @@ def run_in_child(
             proc.kill()
             proc.wait()
     reader.join(EXIT_DRAIN_SECONDS)
+    for pipe in (proc.stdin, proc.stdout if not reader.is_alive() else None):
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()
     return _result(
         proc.returncode,
         b"".join(chunks),

@@ -78,8 +78,8 @@ MISFIRE_GRACE_SECONDS = 12 * 3600
 # From the stop request (SIGTERM/SIGINT) on: the running step gets SHUTDOWN_GRACE_SECONDS to
 # stop; the shutdown as a whole (the final heartbeat and state included) is cut off after
 # STOP_SECONDS, whatever hangs, so that the process exits 0 within 10 s.
-SHUTDOWN_GRACE_SECONDS = 8.0
-STOP_SECONDS = 9.0
+SHUTDOWN_GRACE_SECONDS = 7.0
+STOP_SECONDS = 8.0  # 2 s to spare for a loaded machine to get the process ended
 # The final heartbeat and state wait this long for another writer to the database (a
 # `songnet import` by hand, say), then are left out: `health` then finds the heartbeat stale.
 FINAL_WRITE_BUSY_MS = 500
