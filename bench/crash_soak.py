@@ -1,9 +1,11 @@
-"""kill -9 the daemon or its child 100 times at random points in import, training (the child
-and the daemon), generation (the child and the daemon) and sync.
+"""kill -9 the daemon or its child 100 times at random points in its first start, import,
+training (the child and the daemon), generation (the child and the daemon) and sync.
 
 The same rig as `tests/test_crash_safety.py` (see `tests/crash_harness.py`), run longer: each
-round drops one more file of a synthetic extended export and kills `songnet run`, or its
-child, once in each phase; after every kill the database passes `PRAGMA integrity_check`,
+round kills a daemon during its first start on a fresh data directory (the next start there
+must create the database, run and stop with exit 0 on SIGTERM), then drops one more file of a
+synthetic extended export and kills `songnet run`, or its child, once in each other phase;
+after every kill the database passes `PRAGMA integrity_check`,
 holds exactly the plays of the files it says it imported (none lost, none doubled), a
 promoted model loads, the fake Spotify API holds at most one playlist per configuration, and
 no child outlives its daemon; after a child's kill the daemon logged one error line, carried

@@ -12,7 +12,12 @@ daemon's stderr like any part of it.
 - A child dies with its parent: PR_SET_PDEATHSIG where Linux offers it, and a watch on the
   parent's pid otherwise, so a `kill -9` of the daemon leaves no training running alone.
 - `memory_mb` caps the child's data segment (RLIMIT_DATA, torch's tensors included): a
-  training that needs more fails with a `ChildJobError` that names the setting.
+  training that needs more fails with a `ChildJobError` that names the setting. Whatever a
+  capped child dies of (MemoryError, torch's "can't allocate memory", SIGABRT or SIGSEGV
+  from native code, SIGKILL, a hang) is that same error.
+- A watchdog kills a child that stops making progress (no CPU time used for
+  `STALL_SECONDS`) or outlives its deadline (`deadline_seconds`, the training's derived from
+  its time budget), and reports it: a hung child never hangs the daemon.
 - A child killed (OOM killer, `kill -9`), crashed or failed is a `ChildJobError` whose
   message says what happened; the daemon logs it and carries on.
 
@@ -22,6 +27,7 @@ settings, the task's input and a stop check, and returns plain JSON data.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib
 import json
@@ -33,6 +39,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -46,13 +53,22 @@ TASKS = {
     "train": "service.child_tasks:train_task",
     "generate": "service.child_tasks:generate_task",
 }
-STOP_GRACE_SECONDS = 5.0  # within the daemon's shutdown grace (8 s), itself within 10 s
+STOP_GRACE_SECONDS = 5.0  # within the daemon's shutdown grace (7 s), itself within 10 s
 POLL_SECONDS = 0.2
+# The watchdog: a child that used less than STALL_CPU_SECONDS of CPU in STALL_SECONDS is hung
+# (a training or generation computes all the time; its idle threads use microseconds).
+STALL_SECONDS = 300.0
+STALL_CPU_SECONDS = 0.05
+# How long the result may still take to arrive once the child has exited.
+EXIT_DRAIN_SECONDS = 2.0
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 PARENT_WATCH_SECONDS = 0.5
 _PR_SET_PDEATHSIG = 1
 # How torch and numpy say that an allocation failed.
 _OUT_OF_MEMORY = (
     "can't allocate memory",
+    "can't start new thread",  # a thread's stack counts against RLIMIT_DATA
+    "bad_alloc",
     "cannot allocate memory",
     "out of memory",
     "failed to allocate",
@@ -92,8 +108,14 @@ def run_in_child(
     what: str | None = None,
     stop_grace_seconds: float = STOP_GRACE_SECONDS,
     poll_seconds: float = POLL_SECONDS,
+    stall_seconds: float | None = None,
+    deadline_seconds: float | None = None,
 ) -> Any:
-    """Run `task` in a child process; its result (`ChildJobError`, `ChildJobStoppedError`)."""
+    """Run `task` in a child process; its result (`ChildJobError`, `ChildJobStoppedError`).
+
+    The watchdog: a child that uses no CPU for `stall_seconds` (`STALL_SECONDS` when None),
+    or still runs `deadline_seconds` after its start (no deadline when None), is killed and
+    reported; the caller never waits on a hung child."""
     if task not in TASKS:
         raise ValueError(f"unknown child task {task!r}")
     what = what or task
@@ -105,6 +127,7 @@ def run_in_child(
             "payload": payload,
             "memory_mb": memory_mb,
             "parent": os.getpid(),
+            "target": TASKS[task],
         }
     ).encode()
     proc = subprocess.Popen(
@@ -113,64 +136,162 @@ def run_in_child(
         stdout=subprocess.PIPE,
         stderr=None,  # the child logs where the daemon logs
     )
+    chunks: list[bytes] = []
+    # Threads, not `communicate`: a grandchild that kept the child's stdout open must not
+    # make the daemon wait for an end of file that never comes.
+    reader = threading.Thread(target=_read_all, args=(proc, chunks), daemon=True)
+    reader.start()
+    threading.Thread(target=_write_all, args=(proc, message), daemon=True).start()
+    watch = _Watchdog(
+        proc.pid, STALL_SECONDS if stall_seconds is None else stall_seconds, deadline_seconds
+    )
     stop_sent: float | None = None
-    first = True
+    killed_for: str | None = None
     try:
         while True:
             try:
-                out, _ = proc.communicate(input=message if first else None, timeout=poll_seconds)
+                proc.wait(timeout=poll_seconds)
                 break
             except subprocess.TimeoutExpired:
-                first = False
-                if stop.is_set() and stop_sent is None:
-                    proc.send_signal(signal.SIGTERM)
-                    stop_sent = time.monotonic()
-                elif stop_sent is not None and time.monotonic() - stop_sent > stop_grace_seconds:
+                pass
+            if stop.is_set() and stop_sent is None:
+                proc.send_signal(signal.SIGTERM)
+                stop_sent = time.monotonic()
+            elif stop_sent is not None and time.monotonic() - stop_sent > stop_grace_seconds:
+                proc.kill()
+            elif stop_sent is None and killed_for is None:
+                killed_for = watch.check()
+                if killed_for is not None:
                     proc.kill()
     finally:
         if proc.poll() is None:  # an exception here (KeyboardInterrupt): never leave it behind
             proc.kill()
             proc.wait()
+    reader.join(EXIT_DRAIN_SECONDS)
+    for pipe in (proc.stdin, proc.stdout if not reader.is_alive() else None):
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()
     return _result(
-        proc.returncode, out, what=what, memory_mb=memory_mb, stopping=stop_sent is not None
+        proc.returncode,
+        b"".join(chunks),
+        what=what,
+        memory_mb=memory_mb,
+        stopping=stop_sent is not None,
+        killed_for=killed_for,
     )
 
 
-def _result(code: int, out: bytes, *, what: str, memory_mb: int | None, stopping: bool) -> Any:
+def _read_all(proc: subprocess.Popen[bytes], chunks: list[bytes]) -> None:
+    assert proc.stdout is not None
+    with contextlib.suppress(OSError, ValueError):
+        while chunk := os.read(proc.stdout.fileno(), 65536):
+            chunks.append(chunk)
+
+
+def _write_all(proc: subprocess.Popen[bytes], message: bytes) -> None:
+    assert proc.stdin is not None
+    with contextlib.suppress(OSError, ValueError):  # a child that died before reading it
+        proc.stdin.write(message)
+        proc.stdin.close()
+
+
+class _Watchdog:
+    """Whether a child has stopped making progress (no CPU time used for `stall_seconds`:
+    hung on a lock, a deadlock after a failed allocation) or outlived its deadline."""
+
+    def __init__(self, pid: int, stall_seconds: float, deadline_seconds: float | None) -> None:
+        self.pid = pid
+        self.stall_seconds = stall_seconds
+        self.deadline_seconds = deadline_seconds
+        self.started = self.progress_at = time.monotonic()
+        self.cpu_mark = _cpu_seconds(pid) or 0.0
+
+    def check(self) -> str | None:
+        now = time.monotonic()
+        if self.deadline_seconds is not None and now - self.started > self.deadline_seconds:
+            return f"was still running after its deadline of {self.deadline_seconds:g} s"
+        cpu = _cpu_seconds(self.pid)
+        if cpu is None or cpu - self.cpu_mark >= STALL_CPU_SECONDS:
+            # Progress (or no way to tell where /proc is missing: the deadline still holds).
+            self.cpu_mark = self.cpu_mark if cpu is None else cpu
+            self.progress_at = now
+        elif now - self.progress_at > self.stall_seconds:
+            return f"stopped making progress (no CPU time used for {self.stall_seconds:g} s)"
+        return None
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process `pid` so far (Linux /proc), None where unknown."""
     try:
-        document = json.loads(out) if out.strip() else None
-    except ValueError:
-        document = None
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _memory_error(what: str, memory_mb: int, happened: str) -> ChildJobError:
+    return ChildJobError(
+        f"the {what} needed more memory than SONGNET_TRAIN_MEMORY_MB={memory_mb} allows "
+        f"({happened}); raise SONGNET_TRAIN_MEMORY_MB or leave it empty",
+        over_memory=True,
+    )
+
+
+def _result(
+    code: int,
+    out: bytes,
+    *,
+    what: str,
+    memory_mb: int | None,
+    stopping: bool,
+    killed_for: str | None = None,
+) -> Any:
+    """The child's result, or what happened to it as an exception.
+
+    Under a memory cap every death is the same over-memory error: when an allocation fails,
+    Python raises MemoryError, torch a RuntimeError, native code aborts (SIGABRT), crashes
+    (SIGSEGV) or hangs; which one depends on where it failed, not on anything the user can
+    act on differently."""
+    document: Any = None
+    for line in reversed(out.splitlines()):
+        if line.strip():
+            with contextlib.suppress(ValueError):
+                document = json.loads(line)
+            break
     if isinstance(document, dict) and "result" in document and code == 0:
         return document["result"]
     if isinstance(document, dict) and "error" in document:
         error = document["error"]
-        if error.get("over_memory") and memory_mb is not None:
-            raise ChildJobError(
-                f"the {what} needed more memory than SONGNET_TRAIN_MEMORY_MB={memory_mb} allows "
-                f"({error.get('message')}); raise SONGNET_TRAIN_MEMORY_MB or leave it empty",
-                over_memory=True,
-            )
-        raise ChildJobError(f"the {what} failed: {error.get('type')}: {error.get('message')}")
+        said = f"{error.get('type')}: {error.get('message')}"
+        if memory_mb is not None and error.get("over_memory"):
+            raise _memory_error(what, memory_mb, said)
+        raise ChildJobError(f"the {what} failed: {said}")
     if stopping:
         raise ChildJobStoppedError(f"the {what} was stopped")
+    if killed_for is not None:
+        happened = f"the {what} process {killed_for} and was killed"
+        if memory_mb is not None:
+            raise _memory_error(what, memory_mb, happened)
+        raise ChildJobError(happened, killed=True)
     if code < 0:
         signum = -code
         known = signum in signal.Signals._value2member_map_
         name = signal.Signals(signum).name if known else str(signum)
-        crash_signals = (signal.SIGKILL, signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS)
-        limit = (
-            f"; SONGNET_TRAIN_MEMORY_MB={memory_mb} may be too low"
-            if memory_mb is not None and signum in crash_signals
-            else ""
-        )
         if signum == signal.SIGKILL:
             happened = (
                 "was killed by SIGKILL (the kernel's OOM killer when memory runs out, or kill -9)"
             )
         else:
             happened = f"crashed (signal {name})"
-        raise ChildJobError(f"the {what} process {happened}{limit}", killed=True)
+        if memory_mb is not None:
+            raise _memory_error(what, memory_mb, f"its process {happened}")
+        raise ChildJobError(f"the {what} process {happened}", killed=True)
+    if memory_mb is not None:
+        raise _memory_error(
+            what, memory_mb, f"its process exited with status {code} without a result"
+        )
     raise ChildJobError(
         f"the {what} process exited with status {code} without a result; see the lines above"
     )
@@ -233,7 +354,8 @@ def child_main(task: str) -> int:
         _limit_memory(int(request["memory_mb"]))
     document: dict[str, Any]
     try:
-        module, name = TASKS[task].split(":")
+        # The daemon names the function (its TASKS; a test's own tasks come the same way).
+        module, name = str(request.get("target") or TASKS[task]).split(":")
         function: Callable[[Settings, dict[str, Any], Callable[[], bool]], Any] = getattr(
             importlib.import_module(module), name
         )

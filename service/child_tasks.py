@@ -24,6 +24,22 @@ from service.training import TrainOutcome
 
 log = structlog.get_logger(__name__)
 
+# `songnet_core.train.TrainConfig.time_budget_s`, the budget when none is set (a test checks
+# that they agree; importing it here would load torch into the daemon).
+DEFAULT_TRAIN_BUDGET_SECONDS = 540.0
+# The training child's deadline: its budget covers the epochs; loading the plays, the refit
+# and storing the model come on top. A child still running after this is hung and killed.
+TRAIN_DEADLINE_FACTOR = 2.0
+TRAIN_DEADLINE_EXTRA_SECONDS = 900.0
+# Generating every configured playlist takes seconds to a minute; past this it is hung.
+GENERATE_DEADLINE_SECONDS = 1800.0
+
+
+def train_deadline_seconds(settings: Settings) -> float:
+    """How long a training child may run before the watchdog kills it."""
+    budget = settings.train_time_budget_seconds or DEFAULT_TRAIN_BUDGET_SECONDS
+    return TRAIN_DEADLINE_FACTOR * budget + TRAIN_DEADLINE_EXTRA_SECONDS
+
 
 # -- training ----------------------------------------------------------------------------------
 
@@ -46,7 +62,13 @@ def train_in_child(settings: Settings, *, stop: threading.Event) -> TrainOutcome
     """`train_and_maybe_promote` in a child process (`ChildJobError` when it fails or dies)."""
     try:
         data = run_in_child(
-            "train", settings, {}, stop=stop, memory_mb=settings.train_memory_mb, what="training"
+            "train",
+            settings,
+            {},
+            stop=stop,
+            memory_mb=settings.train_memory_mb,
+            what="training",
+            deadline_seconds=train_deadline_seconds(settings),
         )
     except ChildJobStoppedError:
         return TrainOutcome(stopped=True, reason="stopped")
@@ -107,7 +129,14 @@ def generate_in_child(
     child process from the promoted model (`ChildJobError` when the child fails or dies)."""
     payload = {"configs": [c.model_dump(mode="json") for c in configs], "now": now}
     try:
-        data = run_in_child("generate", settings, payload, stop=stop, what="playlist generation")
+        data = run_in_child(
+            "generate",
+            settings,
+            payload,
+            stop=stop,
+            what="playlist generation",
+            deadline_seconds=GENERATE_DEADLINE_SECONDS,
+        )
     except ChildJobStoppedError:
         return GenerationResults([], stopped=True)
     playlists: list[tuple[PlaylistConfig, GeneratedPlaylist | str]] = []

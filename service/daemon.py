@@ -32,8 +32,10 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
@@ -74,7 +76,14 @@ CATCH_UP_CHECK_MINUTES = 10
 JOB_SYNC_RETRY = "sync-retry"  # the deferred writes of every sink
 
 MISFIRE_GRACE_SECONDS = 12 * 3600
-SHUTDOWN_GRACE_SECONDS = 8.0  # the running step gets this long; the process exits within 10 s
+# From the stop request (SIGTERM/SIGINT) on: the running step gets SHUTDOWN_GRACE_SECONDS to
+# stop; the shutdown as a whole (the final heartbeat and state included) is cut off after
+# STOP_SECONDS, whatever hangs, so that the process exits 0 within 10 s.
+SHUTDOWN_GRACE_SECONDS = 7.0
+STOP_SECONDS = 8.0  # 2 s to spare for a loaded machine to get the process ended
+# The final heartbeat and state wait this long for another writer to the database (a
+# `songnet import` by hand, say), then are left out: `health` then finds the heartbeat stale.
+FINAL_WRITE_BUSY_MS = 500
 
 REASON_IMPORT = "new plays imported"
 REASON_PERIODIC = "before the weekly run"
@@ -103,6 +112,33 @@ def _shift(moment: datetime, delta: timedelta) -> datetime:
     # In UTC, so that a lead across a DST change is still the real duration.
     assert moment.tzinfo is not None
     return (moment.astimezone(UTC) + delta).astimezone(moment.tzinfo)
+
+
+class StopEvent(threading.Event):
+    """The stop request. It remembers when it was first made (`time.monotonic()`) and by
+    which signal, so that the shutdown's deadlines count from the signal itself."""
+
+    requested_at: float | None = None
+    signal_name: str | None = None
+
+    def set(self) -> None:
+        if self.requested_at is None:
+            self.requested_at = time.monotonic()
+        super().set()
+
+
+def install_stop_signals(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT set `stop`. The handler logs nothing: it runs in the main thread
+    between two bytecodes, possibly inside a log call whose (not reentrant) lock it would
+    then wait on for ever; the main thread logs the request once it sees it."""
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if isinstance(stop, StopEvent) and stop.signal_name is None:
+            stop.signal_name = signal.Signals(signum).name
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
 
 
 class _SchedulerLogBridge(logging.Handler):
@@ -138,7 +174,7 @@ class Daemon:
         self.settings = settings
         self.engine = engine
         self.clock = clock
-        self.stop = stop or threading.Event()
+        self.stop = stop or StopEvent()
         self._beat_lock = threading.Lock()
         register_secret(settings.spotify_client_secret)
         self.zone: tzinfo = settings.zone
@@ -429,13 +465,17 @@ class Daemon:
         )
         self._schedule_once(self.retry_syncs, JOB_SYNC_RETRY, at)
 
-    def heartbeat(self, *, stopped: bool = False) -> None:
-        """Proof of life for `songnet health`, with what runs now and what runs next."""
-        with self._beat_lock:
+    def heartbeat(self, *, stopped: bool = False, lock_timeout: float = -1) -> bool:
+        """Proof of life for `songnet health`, with what runs now and what runs next; whether
+        it was written. The final beat (`stopped`) waits at most `lock_timeout` s for a
+        regular one and `FINAL_WRITE_BUSY_MS` for another writer to the database."""
+        if not self._beat_lock.acquire(timeout=lock_timeout):
+            return False
+        try:
             # After the stop request only the final beat (stopped) is written: a late
             # regular one must not make a stopped daemon look alive.
             if self.stop.is_set() and not stopped:
-                return
+                return False
             current = self.jobs.current
             value = {
                 "at": self.clock(),
@@ -446,9 +486,18 @@ class Daemon:
                 "stopped": stopped,
             }
             try:
-                kv.set_json(self.engine, kv.HEARTBEAT, value)
+                kv.set_json(
+                    self.engine,
+                    kv.HEARTBEAT,
+                    value,
+                    busy_timeout_ms=FINAL_WRITE_BUSY_MS if stopped else None,
+                )
             except Exception as exc:  # a busy database must not kill the heartbeat thread
                 log.warning("heartbeat not written", error=str(exc))
+                return False
+            return True
+        finally:
+            self._beat_lock.release()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -486,28 +535,49 @@ class Daemon:
         """Start, wait for a stop request, shut down; True when the last step finished."""
         if install_signal_handlers:
             self.install_signal_handlers()
-        self.start()
+        if not self.stop.is_set():  # a signal during the start-up: no need to begin
+            self.start()
         self.stop.wait()
+        name = getattr(self.stop, "signal_name", None)
+        log.info("stop requested", **({"signal": name} if name else {}))
         return self.shutdown()
 
     def install_signal_handlers(self) -> None:
-        def on_signal(signum: int, _frame: FrameType | None) -> None:
-            name = signal.Signals(signum).name
-            if self.stop.is_set():
-                log.warning("second stop signal; still finishing the current step", signal=name)
-            else:
-                log.info("stop requested", signal=name)
-            self.stop.set()
+        install_stop_signals(self.stop)
 
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
-
-    def shutdown(self, grace_seconds: float = SHUTDOWN_GRACE_SECONDS) -> bool:
+    def shutdown(
+        self, grace_seconds: float = SHUTDOWN_GRACE_SECONDS, total_seconds: float = STOP_SECONDS
+    ) -> bool:
+        """Stop: the running step gets `grace_seconds` from the stop request, the shutdown
+        as a whole `total_seconds`; whatever still hangs then (a step deaf to the request, a
+        write waiting on another writer, the scheduler's thread) is left behind, and the
+        caller exits all the same. True when it ended cleanly."""
         self.stop.set()
+        requested = getattr(self.stop, "requested_at", None) or time.monotonic()
+        outcome: list[bool] = []
+        worker = threading.Thread(
+            target=lambda: outcome.append(self._shut_down(requested + grace_seconds)),
+            name="songnet-shutdown",
+            daemon=True,
+        )
+        worker.start()
+        worker.join(max(0.0, requested + total_seconds - time.monotonic()))
+        if worker.is_alive():
+            log.warning(
+                "shutdown cut short; exiting anyway",
+                after_s=total_seconds,
+                stuck_at=_where(worker),
+                why="every write is a transaction, so the database stays consistent and the step reruns",
+            )
+            log.info("daemon stopped", clean=False)
+            return False
+        return outcome[0]
+
+    def _shut_down(self, step_deadline: float) -> bool:
         current = self.jobs.current
         if self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
-        finished = self.jobs.wait_idle(grace_seconds)
+            self.scheduler.shutdown(wait=False)  # it joins its own thread: not bounded
+        finished = self.jobs.wait_idle(max(0.0, step_deadline - time.monotonic()))
         if not finished:
             log.warning(
                 "step still running at shutdown; exiting anyway",
@@ -515,10 +585,18 @@ class Daemon:
                 why="every write is a transaction, so the database stays consistent and the step reruns",
             )
         if finished:
-            self.heartbeat(stopped=True)
-            state = kv.get_json(self.engine, kv.DAEMON) or {}
-            state["stopped_at"] = int(self.clock())
-            kv.set_json(self.engine, kv.DAEMON, state)
+            # Bounded: another writer is waited on for FINAL_WRITE_BUSY_MS at most.
+            if not self.heartbeat(stopped=True, lock_timeout=1.0):
+                log.warning(
+                    "final heartbeat not written",
+                    why="`songnet health` reports the daemon gone once the heartbeat is stale",
+                )
+            try:
+                state = kv.get_json(self.engine, kv.DAEMON) or {}
+                state["stopped_at"] = int(self.clock())
+                kv.set_json(self.engine, kv.DAEMON, state, busy_timeout_ms=FINAL_WRITE_BUSY_MS)
+            except Exception as exc:  # the database busy; nothing depends on it
+                log.warning("stop time not recorded", error=str(exc))
             self.engine.dispose()
         # Else the step may hold the database's write lock: no waiting on it here; the
         # heartbeat goes stale by itself and `health` reports the daemon gone.
@@ -556,6 +634,15 @@ class Daemon:
             )
             return 1
         return 3 if any(r.outcome == DEFERRED for r in runs) else 0
+
+
+def _where(thread: threading.Thread) -> str | None:
+    """Where `thread` is now ("file:line in function"), for the log line of a hang."""
+    frame = sys._current_frames().get(thread.ident or -1)
+    if frame is None:
+        return None
+    summary = traceback.extract_stack(frame)
+    return " < ".join(f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in summary[::-1][:4])
 
 
 def _iso(moment: datetime | None) -> str | None:

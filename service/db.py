@@ -38,6 +38,8 @@ log = structlog.get_logger(__name__)
 
 SCHEMA_VERSION = 3
 DB_FILENAME = "songnet.db"
+# How long a statement waits for another writer before "database is locked".
+BUSY_TIMEOUT_MS = 10_000
 
 
 def _add_source_state(conn: Connection) -> None:
@@ -103,7 +105,7 @@ def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     # NORMAL is durable across application crashes in WAL mode; only a power cut can lose
     # the last transactions, never corrupt the file.
     cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cur.close()
 
 

@@ -1,11 +1,14 @@
-"""kill -9 the daemon or its child at random points in import, training, generation and sync;
-check what is left.
+"""kill -9 the daemon or its child at random points in its first start, import, training,
+generation and sync; check what is left.
 
 Used by `tests/test_crash_safety.py` (a few rounds) and `bench/crash_soak.py` (100 kills).
 One data directory lives through every kill. Each round drops one more export file into
 the watched folder, then starts `songnet run` once per phase and kills (SIGKILL) the daemon,
 or its training or generation child, at a random moment after the phase began:
 
+- first-start: a daemon starting on a fresh data directory of its own (Python's imports,
+  creating the database, the first jobs), at a random moment after its launch; the next
+  start there must create the database and run, and stop with exit 0 on SIGTERM;
 - import: the daemon, after "job started" of the import job (the new file being stored);
 - train: the daemon, after "job started" of a training (its child is training);
 - train-child: the training child only; the daemon must log the failure, carry on and stop
@@ -43,7 +46,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from service.db import open_database
+from service.db import SCHEMA_VERSION, open_database
 from service.importer import import_paths
 from service.model_store import load_promoted, promoted_checkpoint
 from tests.daemon_process import DaemonProcess, songnet_env, wait_gone
@@ -51,11 +54,14 @@ from tests.fake_spotify import FakeSpotify
 
 PLAYLIST = "Crash test"
 # A child kill comes first: the training it cut short leaves the plays for the next one.
-PHASES = ("import", "train-child", "train", "generate-child", "generate", "sync")
+PHASES = ("first-start", "import", "train-child", "train", "generate-child", "generate", "sync")
+# The phase whose kill hits a daemon starting on a fresh data directory (its own, not the rig's).
+FIRST_START = "first-start"
 # The phases whose kill hits the daemon's child, not the daemon.
 CHILD_PHASES = {"train-child": "train", "generate-child": "generate"}
 # How long after a phase's first log line a kill may come (s) until lengths have been seen.
 WINDOWS = {
+    FIRST_START: 1.0,
     "import": 0.4,
     "train": 8.0,
     "train-child": 4.0,
@@ -145,6 +151,42 @@ class CrashRig:
         shutil.copy(path, staging)
         staging.rename(self.export_dir / path.name)  # appears whole
 
+    def kill_first_start(self, round_no: int) -> Kill:
+        """kill -9 a daemon during its first start on a fresh data directory; the next start
+        there creates the database and runs."""
+        fresh = self.root / FIRST_START / str(round_no)
+        env = songnet_env(fresh / "data", fresh / "exports", heartbeat_interval_seconds="1")
+        delay = self.rng.uniform(0, self.windows[FIRST_START])
+        launched = time.monotonic()
+        daemon = DaemonProcess(["run"], env)
+        try:
+            time.sleep(max(0.0, launched + delay - time.monotonic()))
+            daemon.kill9()
+            inside = not daemon.named("daemon started")
+        finally:
+            daemon.stop()
+        launched = time.monotonic()
+        again = DaemonProcess(["run"], env)
+        try:
+            again.wait_event("daemon started", self.phase_timeout)
+            self.seen[FIRST_START].append(time.monotonic() - launched)
+            code, took = again.stop_by_signal(signal.SIGTERM)
+            assert code == 0 and took < 10, f"stop after a first start: exit {code} in {took:.1f} s"
+        finally:
+            again.stop()
+        after = f"kill in {FIRST_START}, round {round_no}"
+        assert integrity(fresh / "data") == "ok", after
+        con = sqlite3.connect(fresh / "data" / "songnet.db")
+        try:
+            (version,) = con.execute("SELECT version FROM schema_info").fetchone()
+            (plays,) = con.execute("SELECT count(*) FROM play").fetchone()
+        finally:
+            con.close()
+        assert (version, plays) == (SCHEMA_VERSION, 0), after
+        kill = Kill(FIRST_START, round(delay, 3), round_no, inside)
+        self.kills.append(kill)
+        return kill
+
     def kill_during(self, phase: str, round_no: int) -> Kill:
         daemon = DaemonProcess(["run"], self.env(phase))
         try:
@@ -224,8 +266,11 @@ class CrashRig:
         for phase in phases:
             if CHILD_PHASES.get(phase, phase) == "train" and self._nothing_to_train():
                 continue
-            kills.append(self.kill_during(phase, round_no))
-            self.check(after=f"kill in {phase}, round {round_no}")
+            if phase == FIRST_START:  # on a directory of its own, checked there
+                kills.append(self.kill_first_start(round_no))
+            else:
+                kills.append(self.kill_during(phase, round_no))
+                self.check(after=f"kill in {phase}, round {round_no}")
             if on_kill is not None:  # checked: a soak cut short still counts it
                 on_kill(kills[-1])
         return kills

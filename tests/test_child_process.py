@@ -20,7 +20,9 @@ from typing import Any
 
 import pytest
 
+from service import child_process
 from service.child_process import ChildJobError, run_in_child
+from service.child_tasks import DEFAULT_TRAIN_BUDGET_SECONDS, train_deadline_seconds
 from service.db import open_database
 from service.jobs import FAILED, OK, Jobs
 from service.settings import load_settings
@@ -175,8 +177,11 @@ def test_sigterm_ends_the_daemon_and_its_child_and_a_kill_9_leaves_no_orphan(
 
 
 def test_training_over_its_memory_cap_fails_clearly_and_stores_nothing(
-    tmp_path: Path, exports: list[Path], logs: io.StringIO
+    tmp_path: Path, exports: list[Path], logs: io.StringIO, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # However the capped child dies (MemoryError, SIGABRT, a hang the watchdog ends), the
+    # same error; a hang is cut short here.
+    monkeypatch.setattr(child_process, "STALL_SECONDS", 20.0)
     settings = load_settings(
         data_dir=tmp_path / "data", export_dir=tmp_path / "exports", train_memory_mb=256, **QUICK
     )
@@ -259,3 +264,144 @@ def test_a_child_that_crashes_is_a_clear_error_and_leaves_nothing_behind(
     assert str(error) == "the training process crashed (signal SIGSEGV)"
     assert not is_alive(child)
     assert models(settings.data_dir) == []
+
+
+# -- misbehaving children, through the real run_in_child path ------------------------------
+
+TEST_TASKS = (
+    "echo",
+    "allocate",
+    "torch_out_of_memory",
+    "abort",
+    "segfault",
+    "sigkill",
+    "stall",
+    "spin",
+    "fail",
+)
+
+
+@pytest.fixture
+def test_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tasks of tests/child_test_tasks.py, beside the daemon's."""
+    for name in TEST_TASKS:
+        monkeypatch.setitem(child_process.TASKS, name, f"tests.child_test_tasks:{name}")
+
+
+def in_child(tmp_path: Path, task: str, **options: Any) -> Any:
+    settings = load_settings(data_dir=tmp_path / "data", export_dir=tmp_path / "exports")
+    payload = options.pop("payload", {})
+    return run_in_child(task, settings, payload, stop=threading.Event(), what="training", **options)
+
+
+def test_a_test_task_runs_in_a_real_child_and_returns_its_result(
+    tmp_path: Path, test_tasks: None
+) -> None:
+    result = in_child(tmp_path, "echo", payload={"n": 3})
+    assert result["payload"] == {"n": 3}
+    assert result["pid"] != os.getpid()
+
+
+@pytest.mark.parametrize(
+    ("task", "how"),
+    [
+        ("allocate", "MemoryError"),
+        ("torch_out_of_memory", "DefaultCPUAllocator: can't allocate memory"),
+        ("abort", "crashed (signal SIGABRT)"),
+        ("segfault", "crashed (signal SIGSEGV)"),
+        ("sigkill", "killed by SIGKILL"),
+        ("stall", "stopped making progress"),
+    ],
+)
+def test_whatever_a_child_under_a_memory_cap_dies_of_is_the_same_clear_error(
+    tmp_path: Path, test_tasks: None, task: str, how: str
+) -> None:
+    with pytest.raises(ChildJobError) as caught:
+        in_child(tmp_path, task, memory_mb=256, stall_seconds=1.5)
+    error = caught.value
+    assert error.over_memory
+    message = str(error)
+    assert message.startswith(
+        "the training needed more memory than SONGNET_TRAIN_MEMORY_MB=256 allows ("
+    ), message
+    assert message.endswith("); raise SONGNET_TRAIN_MEMORY_MB or leave it empty"), message
+    assert how in message
+
+
+def test_a_capped_child_with_room_enough_or_failing_for_its_own_reason_is_not_over_memory(
+    tmp_path: Path, test_tasks: None
+) -> None:
+    assert in_child(tmp_path, "allocate", memory_mb=2048) == {"allocated_mb": 768}
+    with pytest.raises(ChildJobError) as caught:
+        in_child(tmp_path, "fail", memory_mb=256)
+    assert not caught.value.over_memory
+    assert str(caught.value) == "the training failed: ValueError: not enough plays to train on"
+
+
+@pytest.mark.parametrize(
+    ("task", "message"),
+    [
+        ("abort", "the training process crashed (signal SIGABRT)"),
+        ("sigkill", "the training process was killed by SIGKILL (the kernel's OOM killer"),
+    ],
+)
+def test_without_a_cap_a_crash_says_how_the_child_died(
+    tmp_path: Path, test_tasks: None, task: str, message: str
+) -> None:
+    with pytest.raises(ChildJobError) as caught:
+        in_child(tmp_path, task)
+    assert caught.value.killed and not caught.value.over_memory
+    assert str(caught.value).startswith(message)
+    assert "SONGNET_TRAIN_MEMORY_MB" not in str(caught.value)
+
+
+def test_the_watchdog_kills_a_child_that_stops_making_progress(
+    tmp_path: Path, test_tasks: None
+) -> None:
+    ready = tmp_path / "ready"
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            in_child(tmp_path, "stall", payload={"ready": str(ready)}, stall_seconds=1.0)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        assert time.monotonic() < deadline, "the task never started"
+        time.sleep(0.05)
+    (child,) = child_pids(os.getpid())
+    worker.join(60)
+    assert not worker.is_alive(), "run_in_child waited on a hung child"
+    (error,) = outcome
+    assert isinstance(error, ChildJobError) and error.killed and not error.over_memory
+    assert str(error) == (
+        "the training process stopped making progress (no CPU time used for 1 s) and was killed"
+    )
+    assert not is_alive(child)
+
+
+def test_the_watchdog_kills_a_busy_child_past_its_deadline(
+    tmp_path: Path, test_tasks: None
+) -> None:
+    with pytest.raises(ChildJobError) as caught:
+        in_child(tmp_path, "spin", deadline_seconds=2.0, stall_seconds=1.0)
+    assert caught.value.killed
+    assert str(caught.value) == (
+        "the training process was still running after its deadline of 2 s and was killed"
+    )
+    assert child_pids(os.getpid()) == []
+
+
+def test_the_training_deadline_follows_its_time_budget() -> None:
+    from songnet_core.train import TrainConfig
+
+    assert TrainConfig().time_budget_s == DEFAULT_TRAIN_BUDGET_SECONDS
+    s = load_settings()
+    assert train_deadline_seconds(s) == 2 * 540 + 900
+    assert train_deadline_seconds(s.model_copy(update={"train_time_budget_seconds": 60})) == (
+        2 * 60 + 900
+    )

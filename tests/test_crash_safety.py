@@ -1,8 +1,9 @@
-"""kill -9 at random points in import, training, generation and sync, of the daemon and of
-its child: nothing lost, doubled or broken, no child left behind.
+"""kill -9 at random points in the first start, import, training, generation and sync, of the
+daemon and of its child: nothing lost, doubled or broken, no child left behind.
 
-Up to 30 kills (5 rounds of import, training child, training, generation child, generation,
-sync) of a real `songnet run` process or its child on one data directory; see
+Up to 35 kills (5 rounds of first start, import, training child, training, generation child,
+generation, sync) of a real `songnet run` process or its child, on one data directory (the
+first starts each on a fresh one); see
 `tests/crash_harness.py` for what is checked after each. `bench/crash_soak.py` does the same
 100 times.
 """

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -424,3 +425,48 @@ def test_status_and_health_never_create_a_database(tmp_path: Path) -> None:
         assert result.exit_code == 1
         assert f"{prefix}: no songnet database in {missing}" in result.output
     assert not missing.exists()
+
+
+def test_a_shutdown_that_hangs_is_cut_off_and_says_where(
+    cfg: Settings, engine: Engine, logs: io.StringIO
+) -> None:
+    daemon = Daemon(cfg, engine)
+    daemon.start()
+    stuck = threading.Event()
+
+    def scheduler_that_never_stops(wait: bool = True) -> None:
+        stuck.wait(30)  # what BackgroundScheduler.shutdown's join of its thread can do
+
+    daemon.scheduler.shutdown = scheduler_that_never_stops  # type: ignore[method-assign]
+    try:
+        daemon.stop.set()
+        assert daemon.shutdown(grace_seconds=0.2, total_seconds=0.5) is False
+    finally:
+        stuck.set()
+    (line,) = logged(logs, "shutdown cut short; exiting anyway")
+    assert line["after_s"] == 0.5
+    assert "in scheduler_that_never_stops" in line["stuck_at"]
+    assert logged(logs, "daemon stopped")[-1]["clean"] is False
+
+
+def test_the_final_heartbeat_waits_briefly_for_another_writer(
+    cfg: Settings, engine: Engine, logs: io.StringIO
+) -> None:
+    daemon = Daemon(cfg, engine)
+    daemon.heartbeat()
+    other = sqlite3.connect(cfg.data_dir / "songnet.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process writing (a `songnet import`, say)
+    try:
+        daemon.stop.set()
+        assert daemon.heartbeat(stopped=True) is False
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    (line,) = logged(logs, "heartbeat not written")
+    assert "database is locked" in line["error"]
+    assert kv.get_json(engine, kv.HEARTBEAT)["stopped"] is False
+    # The connection waits its usual time again for the next writer.
+    with engine.connect() as con:
+        assert con.exec_driver_sql("PRAGMA busy_timeout").scalar() == 10_000
+    assert daemon.heartbeat(stopped=True) is True
+    assert kv.get_json(engine, kv.HEARTBEAT)["stopped"] is True

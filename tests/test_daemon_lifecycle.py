@@ -109,3 +109,29 @@ def test_a_shutdown_that_hangs_is_cut_off_by_the_watchdog_with_every_threads_sta
     assert time.monotonic() - started < 30
     assert "stuck_in_a_step" in done.stderr
     assert "most recent call first" in done.stderr
+
+
+def test_sigterm_while_another_process_holds_the_database_still_exits_0_within_10_s(
+    tmp_path: Path,
+) -> None:
+    # The final heartbeat and the stop time wait briefly for the other writer, then are left
+    # out; without that bound each write waited SQLite's 10 s busy timeout.
+    env = songnet_env(tmp_path / "data", tmp_path / "exports", heartbeat_interval_seconds="1")
+    daemon = DaemonProcess(["run"], env)
+    other: sqlite3.Connection | None = None
+    try:
+        daemon.wait_event("daemon started", timeout=60)
+        other = sqlite3.connect(tmp_path / "data" / "songnet.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # a writer that does not let go (held for the stop)
+        code, took = daemon.stop_by_signal(signal.SIGTERM, timeout=30)
+        assert code == 0, daemon.tail()
+        assert took < 10, daemon.tail()
+    finally:
+        if other is not None:
+            other.execute("ROLLBACK")
+            other.close()
+        daemon.stop()
+    assert daemon.named("stop requested", signal="SIGTERM")
+    assert daemon.named("final heartbeat not written")
+    (stopped,) = daemon.named("daemon stopped")
+    assert stopped["clean"] is True

@@ -17,7 +17,7 @@ from rich.table import Table
 from sqlalchemy import Engine
 
 from service.cli.app import app, err_console, settings
-from service.daemon import SHUTDOWN_GRACE_SECONDS, Daemon
+from service.daemon import STOP_SECONDS, Daemon, StopEvent, install_stop_signals
 from service.db import DatabaseError, database_path, open_database
 from service.lock import daemon_lock
 from service.settings import Settings
@@ -31,9 +31,10 @@ DEMO_FOLDER = "songnet-demo-export"
 DEMO_PLAYS = 6_000
 DEMO_EPOCHS = 3  # a first playlist within minutes; the real daemon trains to convergence
 DEMO_COVERAGE = 1.0
-# After a stop request the process is gone within this long, whatever hangs: the watchdog
-# prints every thread's stack to stderr (what hung, for the bug report) and exits with 1.
-STOP_WATCHDOG_SECONDS = SHUTDOWN_GRACE_SECONDS + 6
+# The shutdown ends within STOP_SECONDS of a stop request and the process exits 0. Should even
+# the exit hang, the watchdog prints every thread's stack to stderr (what hung, for the bug
+# report) and exits with 1 this long after the request.
+STOP_WATCHDOG_SECONDS = STOP_SECONDS + 5
 
 
 @app.command()
@@ -52,6 +53,10 @@ def run(
 ) -> None:
     """Run songnet: import exports dropped into the export folder, retrain, write weekly playlists."""
     s = settings(ctx)
+    # Before the database is opened (created, upgraded): a stop request during the start-up
+    # ends the process the same way, exit 0, not by SIGTERM's default action.
+    stop = StopEvent()
+    install_stop_signals(stop)
     lock = daemon_lock(s.data_dir, "songnet run --once" if once else "songnet run")
     if not lock.try_acquire():
         from service.lock import read_holder
@@ -72,9 +77,8 @@ def run(
         except DatabaseError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
-        daemon = Daemon(s, engine)
+        daemon = Daemon(s, engine, stop=stop)
         if once:
-            daemon.install_signal_handlers()
             code = daemon.run_once()
             engine.dispose()
             if code in (0, 3):
@@ -83,7 +87,7 @@ def run(
                 )
             raise typer.Exit(code)
         _arm_stop_watchdog(daemon.stop)
-        clean = daemon.run_forever()
+        clean = daemon.run_forever(install_signal_handlers=False)
     finally:
         lock.release()
     log.debug("exiting", clean=clean)
