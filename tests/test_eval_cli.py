@@ -20,7 +20,25 @@ def run(data_dir: Path, *args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
+@pytest.fixture
+def small_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The evaluation's training config at a tenth of its size, on one thread: the whole CLI
+    path (import, split, training, weights, ranking, JSON) in seconds, not minutes on a busy
+    machine (the full-size model's figures are scripts/evaluation_report.py's business)."""
+    import songnet_core.evaluate as evaluate
+    from songnet_core.train import TrainConfig
+
+    def small(**overrides: object) -> TrainConfig:
+        base: dict[str, object] = {
+            "dim": 16, "hidden": 32, "window": 32, "memory": 64, "min_steps": 4, "threads": 1, "time_budget_s": None,
+        }  # fmt: skip
+        return TrainConfig(**{**base, **overrides})  # type: ignore[arg-type]
+
+    monkeypatch.setattr(evaluate, "evaluation_train_config", small)
+
+
 @pytest.mark.corpus
+@pytest.mark.usefixtures("small_model")
 def test_eval_json_on_a_real_export(corpus: Path, tmp_path: Path) -> None:
     code, out, err = run(tmp_path / "data", str(corpus / "extended-d"), "--epochs", "1", "--bootstrap", "400", "--json")
     assert code == 0, err
