@@ -5,10 +5,14 @@ caps the epochs, so the ranking phases can be timed without a full training), th
 phases that follow training: fitting the fusion weights on validation, ranking the test steps
 with songnet / model / fusion, and each history-updated baseline. Prints seconds (wall and
 CPU) per phase and each scorer's HR@10 / MRR@10; `--ranks FILE.npz` keeps every scorer's
-ranks, so two versions of the code can be compared step by step (`--compare A.npz B.npz`).
+ranks, so two versions of the code can be compared step by step (`--compare A.npz B.npz`);
+`--check-prepare` ranks songnet / model / fusion a second time with the model scored one step
+at a time (`ModelNextTrack` without `prepare`, generation's way) and says whether every rank
+is the same.
 
     .venv/bin/python bench/eval_bench.py account-d --epochs 1 --ranks /tmp/after.npz
     .venv/bin/python bench/eval_bench.py --compare /tmp/before.npz /tmp/after.npz
+    .venv/bin/python bench/eval_bench.py extended-c --epochs 1 --check-prepare
 
 With PYTHONPATH pointing at another checkout's root, the same script times that checkout
 (the phases' functions are called through their public names only).
@@ -65,6 +69,7 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ranks", type=Path, default=None, help="write every scorer's ranks here (.npz)")
+    ap.add_argument("--check-prepare", action="store_true", help="rank songnet/model/fusion again step by step and compare")
     ap.add_argument("--compare", type=Path, nargs=2, default=None, metavar=("A", "B"))
     args = ap.parse_args()
     if args.compare:
@@ -121,6 +126,19 @@ def main() -> int:
     print("weights", {k: round(v, 3) for k, v in weights.items()}, "fusion", {k: round(v, 3) for k, v in fusion.items()})
     with Phase("songnet/model/fusion"):
         ranks.update(songnet_ranks(library, result.model, weights, fusion, split))
+    if args.check_prepare:  # the same ranks with the model scored step by step, as generation does
+        from songnet_core.ranker import ModelNextTrack
+
+        prepare = ModelNextTrack.prepare
+        ModelNextTrack.prepare = lambda self, histories, context: None  # type: ignore[method-assign]
+        try:
+            with Phase("songnet/model/fusion, stepwise"):
+                stepwise = songnet_ranks(library, result.model, weights, fusion, split)
+        finally:
+            ModelNextTrack.prepare = prepare  # type: ignore[method-assign]
+        for name, r in stepwise.items():
+            ranks[f"{name}_stepwise"] = r
+            print(f"{name}: {'identical' if np.array_equal(r, ranks[name]) else f'{int((r != ranks[name]).sum())} steps differ'} stepwise")
     candidates = np.ones(split.vocab.n_classes, dtype=bool)
     for name, sc in baseline_scorers(enc).items():
         with Phase(f"baseline {name}"):
@@ -129,7 +147,7 @@ def main() -> int:
         m = step_metrics(r)
         print(f"{name:<10} HR@10 {m['hr@10'].mean():.4f}  MRR@10 {m['mrr@10'].mean():.4f}")
     if args.ranks is not None:
-        np.savez(args.ranks, **ranks)
+        np.savez(args.ranks, **ranks)  # type: ignore[arg-type]
     return 0
 
 
