@@ -22,6 +22,7 @@ is made on the steps that tuned the other.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -173,15 +174,22 @@ class RankingLibrary:
     seq: ListeningSequence
     zone: str
     artist_of: npt.NDArray[np.int64] = field(init=False)
+    # The whole sequence as `ListeningHistory.of` reads it, once: each session's history is
+    # a prefix of it (slicing lists, not rebuilding them session after session).
+    _whole: ListeningHistory = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         seq = self.seq
         artist_of = np.full(int(seq.track_ids.max(initial=-1)) + 1, -1, dtype=np.int64)
         artist_of[seq.track_ids] = seq.artist_ids
         object.__setattr__(self, "artist_of", artist_of)
+        object.__setattr__(self, "_whole", ListeningHistory.of(seq))
 
     def history_before(self, session: int) -> ListeningHistory:
-        return ListeningHistory.of(self.seq, session)
+        """`ListeningHistory.of(seq, session)`: the plays of the sessions before `session`."""
+        end = self.seq.session_bounds(session - 1)[1] if session > 0 else 0
+        w = self._whole
+        return ListeningHistory(w.track_ids[:end], w.artist_ids[:end], w.end_ts[:end], w.sessions[:session])
 
     def context(self, session: int) -> GenerationContext:
         from zoneinfo import ZoneInfo
@@ -220,6 +228,9 @@ def fit_songnet_weights(
         )  # fmt: skip
         ctx = library.context(s)
         start = seq.session_bounds(s)[0]
+        prefixes = [seq.track_ids[start:p].tolist() for p in pos.tolist()]
+        assert isinstance(blended.model, ModelNextTrack)
+        blended.model.prepare(prefixes, ctx)  # the session's LSTM steps in one pass
         for p in pos.tolist():
             lists = blended.lists(seq.track_ids[start:p].tolist(), ctx)
             for j, name in enumerate(SCORERS):
@@ -261,9 +272,15 @@ def songnet_ranks(
         assert isinstance(alone, ModelNextTrack)
         scorers = {"songnet": songnet, "model": alone}
         if fusion_weights is not None:
-            scorers["fusion"] = blended_scorer(alone, history, fusion_weights)
+            # The baselines' fusion: songnet's blend (same model, same history) under the
+            # fusion weights, or the same blend built afresh when songnet is the model alone.
+            scorers["fusion"] = (
+                songnet.with_weights(fusion_weights) if isinstance(songnet, BlendedNextTrack)
+                else blended_scorer(alone, history, fusion_weights)
+            )  # fmt: skip
         ctx = library.context(s)
         start = seq.session_bounds(s)[0]
+        alone.prepare([seq.track_ids[start:p].tolist() for p in pos.tolist()], ctx)  # one pass per session
         # float64 as generation ranks: no ties that its scores do not have
         rows = {n: np.empty((len(pos), vocab.n_classes), dtype=np.float64) for n in names}
         for i, p in enumerate(pos.tolist()):
@@ -330,7 +347,8 @@ def evaluate_listens(
             model_metrics.update({f"fusion_{k}": v for k, v in fusion.items()})
         ranks.update(songnet_ranks(library, result.model, weights, fusion, split, progress=step_progress))
     for name, sc in baseline_scorers(enc).items():
-        ranks[name] = evaluate_positions(sc, enc, split.positions, candidates)
+        shown = None if step_progress is None else functools.partial(step_progress, f"baseline {name}")
+        ranks[name] = evaluate_positions(sc, enc, split.positions, candidates, progress=shown)
     results = {name: summarise(r, sessions, n_boot=n_boot, seed=seed) for name, r in ranks.items()}
     best = max(BASELINE_NAMES, key=lambda b: (results[b]["hr@10"].value, results[b]["mrr@10"].value))
     differences = {}

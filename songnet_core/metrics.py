@@ -9,6 +9,7 @@ not a candidate is a miss.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -106,11 +107,20 @@ def paired_difference(
 
 
 def evaluate_positions(
-    scorer: Scorer, enc: EncodedSequence, positions: IntArray, candidates: BoolArray, chunk: int = 512
+    scorer: Scorer,
+    enc: EncodedSequence,
+    positions: IntArray,
+    candidates: BoolArray,
+    chunk: int = 512,
+    *,
+    progress: Callable[[int, int], None] | None = None,
 ) -> IntArray:
-    """Rank of the target at each position (0 = miss), the current track excluded."""
+    """Rank of the target at each position (0 = miss), the current track excluded;
+    `progress(done, total)` after each chunk."""
     ranks = np.zeros(len(positions), dtype=np.int64)
     for a in range(0, len(positions), chunk):
         p = positions[a : a + chunk]
         ranks[a : a + chunk] = target_ranks(scorer.scores(p), enc.tracks.cls[p], enc.tracks.cls[p - 1], candidates)
+        if progress is not None:
+            progress(a + len(p), len(positions))
     return ranks

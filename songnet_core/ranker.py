@@ -79,13 +79,46 @@ class ModelNextTrack:
         # The last answer: the blend and evaluation ask for the same step more than once, and
         # past the LSTM's window the stepper recomputes it in full (callers never modify it).
         self._last: tuple[list[int], GenerationContext, FloatArray] | None = None
+        # Answers computed ahead by `prepare`, by (context, history).
+        self._ready: dict[tuple[GenerationContext, tuple[int, ...]], FloatArray] = {}
 
     def scores(self, history: Sequence[int], context: GenerationContext) -> FloatArray:
+        ready = self._ready.get((context, tuple(history)))
+        if ready is not None:
+            return ready
         if self._last is not None and self._last[1] == context and self._last[0] == list(history):
             return self._last[2]
         out = self._scores(history, context)
         self._last = (list(history), context, out)
         return out
+
+    def prepare(self, histories: Sequence[Sequence[int]], context: GenerationContext) -> None:
+        """Compute the answers for `histories` (each a prefix of the longest: a session's
+        prefixes, as evaluation asks for them) together, in one pass of the LSTM over the
+        longest and one batch past its window (`ModelStepper.prefix_scores`); `scores` then
+        answers them from memory. Replaces what an earlier call prepared. Without a prefix of
+        the listener's plays (their end times) it prepares nothing: `scores` computes."""
+        from songnet_core.model import TYPICAL_PLAY_MS, PlayContext
+
+        self._ready = {}
+        if not self.prefix or not histories:
+            return
+        longest = list(histories[int(np.argmax([len(h) for h in histories]))])
+        if any(list(h) != longest[: len(h)] for h in histories):
+            raise ValueError("prepare takes prefixes of one history")
+        p_ids, p_artists, p_ends = self.prefix
+        artists = [int(self.artist_of[t]) if 0 <= t < self.artist_of.size else -1 for t in longest]
+        step = TYPICAL_PLAY_MS // 1000
+        rows = self.stepper.prefix_scores(
+            [*p_ids, *longest], PlayContext(ts=context.ts, tz=self.zone_name),
+            history_artist_ids=[*p_artists, *artists],
+            history_end_ts=[*p_ends, *(context.ts + i * step for i in range(len(longest)))],
+            lengths=[len(p_ids) + len(h) for h in histories],
+        )  # fmt: skip
+        for h, logp in zip(histories, rows, strict=True):
+            out = np.full(self.size, -np.inf, dtype=np.float64)
+            out[self.ids] = logp
+            self._ready[(context, tuple(h))] = out
 
     def _scores(self, history: Sequence[int], context: GenerationContext) -> FloatArray:
         from songnet_core.model import TYPICAL_PLAY_MS, PlayContext

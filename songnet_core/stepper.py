@@ -151,3 +151,89 @@ class ModelStepper:
             mass = torch.zeros(where.numel()).scatter_add_(0, inverse, attn[known])
             logp[where] = torch.logaddexp(logp[where], log_copy_w + mass.clamp(min=1e-12).log())
         return np.asarray(logp.numpy(), dtype=np.float32)
+
+    def prefix_scores(
+        self,
+        history_track_ids: Sequence[int],
+        context: PlayContext,
+        *,
+        history_artist_ids: Sequence[int],
+        history_end_ts: Sequence[int],
+        lengths: Sequence[int],
+    ) -> list[FloatArray]:
+        """`next_scores(history[:m])` for every m in `lengths`, computed together: evaluation
+        asks for every prefix of a session, and the LSTM's inputs do not depend on the answers.
+
+        One LSTM pass over the first `window` positions gives every prefix inside the window;
+        the prefixes past it (the LSTM reads their last `window` positions, `next_scores`'
+        own way) run as one batch of windows. The copy expert's keys are computed once for the
+        whole history. Inside the window the scores are the incremental ones (copy mass on the
+        history's classes only), past it `SongNet.forward`'s (a 1e-12 floor everywhere);
+        either agrees with `next_scores` as `next_scores` above does. A prefix longer than
+        `window + memory` (its memory would not start at the history's first play) is scored
+        by `next_scores` alone."""
+        hist, artists, ends = list(history_track_ids), list(history_artist_ids), list(history_end_ts)
+        net, window = self.net, self.model.window
+        if not net.cfg.copy or any(m < 1 or m > len(hist) or m > window + self.model.memory for m in lengths):
+            return [
+                self.next_scores(hist[:m], context, history_artist_ids=artists[:m], history_end_ts=ends[:m]) for m in lengths
+            ]
+        if not lengths:
+            return []
+        n = max(lengths)
+        zone = ZoneInfo(context.tz)
+        with torch.no_grad():
+            cls = [self._class_index.get(t, -1) for t in hist[:n]]
+            vectors = []
+            rows = []
+            for i in range(n):
+                c = cls[i]
+                if c >= 0:
+                    vectors.append(self._vectors[c])
+                else:
+                    vectors.append(net.own_emb.weight[0] + net.artist_emb.weight[self._artist_index.get(artists[i], 0)])
+                prev_end = ends[i - 1] if i > 0 else None
+                row = context_features(ends[i], prev_end, TYPICAL_PLAY_MS, None, zone)
+                row[5] = 1.0 if prev_end is None or ends[i] - prev_end > SESSION_GAP_S else 0.0
+                rows.append(row)
+            e = torch.stack(vectors)  # [n, dim]
+            context_rows = torch.tensor(np.asarray(rows), dtype=torch.float32)  # [n, N_CONTEXT]
+            x = torch.tanh(net.inp(torch.cat([e, context_rows], dim=1)))  # [n, hidden]
+            prev = torch.cat([torch.zeros_like(e[:1]), e[:-1]])
+            keys = net.key(torch.cat([e, prev, context_rows], dim=1))  # [n, dim]
+            inside = [m for m in lengths if m <= window]
+            past = [m for m in lengths if m > window]
+            h_of: dict[int, Tensor] = {}
+            if inside:
+                out, _ = net.lstm(x[: max(inside)][None])
+                for m in inside:
+                    h_of[m] = out[0, m - 1]
+            if past:
+                out, _ = net.lstm(torch.stack([x[m - window : m] for m in past]))
+                for j, m in enumerate(past):
+                    h_of[m] = out[j, -1]
+            h = torch.stack([h_of[m] for m in lengths])  # [R, hidden]
+            logits = net.out(h) @ self._vectors_t + net.bias  # [R, C]
+            att = net.query(h) @ keys.T / math.sqrt(net.cfg.dim)  # [R, n]
+            length = torch.tensor(list(lengths), dtype=torch.long)[:, None]
+            pos = torch.arange(n)[None, :]
+            steps = (length - 1 - pos).clamp(min=0)
+            end_ts = torch.tensor(ends[:n], dtype=torch.float64)
+            last = end_ts[length[:, 0] - 1][:, None]
+            hours = ((last - end_ts[None, :]) / 3600.0).float()
+            att = att + net.recency_bias(steps, hours)
+            cls_t = torch.tensor(cls, dtype=torch.long)
+            allowed = (pos < length) & (cls_t >= 0)[None, :]
+            attn = torch.softmax(att.masked_fill(~allowed, float("-inf")), dim=-1).nan_to_num(0.0)
+            g = net.gate(h)
+            log_explore, log_copy = F.logsigmoid(g), F.logsigmoid(-g)
+            base = log_explore + F.log_softmax(logits, dim=-1)
+            index = cls_t.clamp(min=0)[None, :].expand(len(lengths), n)
+            mass = torch.zeros_like(logits).scatter_add_(1, index, attn * allowed)
+            copied = torch.logaddexp(base, log_copy + mass.clamp(min=1e-12).log())
+            # Inside the window only the history's classes take copy mass (as `_scores`).
+            held = torch.zeros_like(logits).scatter_add_(1, index, allowed.float()) > 0
+            inside_row = (length[:, 0] <= window)[:, None]
+            logp = torch.where(inside_row & ~held, base, copied)
+            out_np = np.asarray(logp.numpy(), dtype=np.float32)
+        return [out_np[r] for r in range(len(lengths))]

@@ -99,3 +99,24 @@ def test_stepper_matches_next_scores_with_real_end_times() -> None:
         stepper.next_scores(history, ctx, history_artist_ids=artists),
         model.next_scores(history, ctx, history_artist_ids=artists),
     )
+
+
+@pytest.mark.parametrize("features", [4, 0])
+def test_every_prefix_at_once_reads_like_next_scores_inside_and_past_the_window(features: int) -> None:
+    # Evaluation scores every prefix of a session in one call: prefixes inside the LSTM's
+    # window (6) and past it, tracks outside the vocabulary, a session gap in the end times.
+    model = random_model(copy=True, features=features, window=6)
+    history = [100, 101, 7, 110, 120, 8, 121, 139, 100, 125, 102]
+    artists = [501, 502, 503, 504, 505, 999, 506, 501, 501, 505, 502]
+    ends = [1_700_000_000 + 200 * i + (11_000 if i >= 3 else 0) for i in range(len(history))]
+    ctx = PlayContext(ts=1_700_011_000, tz="America/New_York")
+    lengths = [11, 2, 3, 6, 7, 9, 1]
+    got = ModelStepper(model).prefix_scores(history, ctx, history_artist_ids=artists, history_end_ts=ends, lengths=lengths)
+    assert len(got) == len(lengths)
+    for m, row in zip(lengths, got, strict=True):
+        want = model.next_scores(history[:m], ctx, history_artist_ids=artists[:m], history_end_ts=ends[:m])
+        same_distribution(row, want)
+    # The same answers as the stepper's, one prefix at a time.
+    stepper = ModelStepper(model)
+    for m, row in sorted(zip(lengths, got, strict=True), key=lambda x: x[0]):
+        same_distribution(row, stepper.next_scores(history[:m], ctx, history_artist_ids=artists[:m], history_end_ts=ends[:m]))

@@ -10,12 +10,21 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import structlog
 import typer
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from service.cli.app import app, err_console, out_console, settings
@@ -57,6 +66,44 @@ class _Steps:
         if phase not in self.tasks:
             self.tasks[phase] = self.progress.add_task(phase, total=total, loss=float("nan"), val="")
         self.progress.update(self.tasks[phase], completed=done)
+
+
+def _clock(seconds: float) -> str:
+    s = round(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+class _Lines:
+    """Progress as plain lines where no live bar can be drawn (stderr is a pipe or a log
+    file): each phase's first and last update and, between them, one line every `every`
+    seconds, with steps done / total, the time spent and an estimate of the time left."""
+
+    def __init__(self, write: Callable[[str], None], *, every: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.write, self.every, self.clock = write, every, clock
+        self.phases: dict[str, tuple[float, int, float]] = {}  # phase -> (first seen, steps done then, last line)
+
+    def __call__(self, phase: str, done: int, total: int, extra: str = "") -> None:
+        now = self.clock()
+        if phase not in self.phases:
+            self.phases[phase] = (now, done, now)
+            self.write(f"eval: {phase}: {done}/{total}{extra}")
+            return
+        start, done0, last = self.phases[phase]
+        if done < total and now - last < self.every:
+            return
+        self.phases[phase] = (start, done0, now)
+        spent = now - start
+        if done >= total:
+            eta = "done"
+        elif done > done0:
+            eta = "ETA " + _clock(spent * (total - done) / (done - done0))
+        else:
+            eta = "ETA …"
+        self.write(f"eval: {phase}: {done}/{total}, {_clock(spent)} spent, {eta}{extra}")
+
+    def training(self, p: TrainProgress) -> None:
+        val = "" if p.val_hr10 is None else f", val HR@10 {p.val_hr10:.3f}"
+        self(f"training ({p.phase}) epoch {p.epoch}/{p.max_epochs}", p.step, p.steps, f", loss {p.loss:.3f}{val}")
 
 
 def _table(report: dict[str, Any]) -> Table:
@@ -109,7 +156,7 @@ def evaluate(
     # import; the evaluation goes on with the plays of the files that did import.
     for r in results:
         if r.status == "failed":
-            err_console.print(f"skipped {r.path}: {r.error}", markup=False, highlight=False)
+            err_console.print(f"skipped {r.path}: {r.error}", markup=False, highlight=False, soft_wrap=True)
             log.warning("eval: file left out of the evaluation", path=r.path, error=r.error)
     if not listens:
         err_console.print("no music plays found in the given paths", markup=False)
@@ -121,12 +168,20 @@ def evaluate(
     columns = (
         TextColumn("{task.description}"), BarColumn(), TextColumn("loss {task.fields[loss]:.3f}"),
         TextColumn("val HR@10 {task.fields[val]}"), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+        TextColumn("ETA"), TimeRemainingColumn(),
     )  # fmt: skip
     try:
-        with Progress(*columns, console=err_console, transient=as_json) as progress:
+        if err_console.is_terminal:  # live bars, one per epoch and ranking phase
+            with Progress(*columns, console=err_console, transient=as_json) as progress:
+                report = evaluate_listens(
+                    listens, train_config=cfg, tz=tz, n_boot=bootstrap, seed=seed,
+                    with_model=not no_model, progress=_Bar(progress), step_progress=_Steps(progress),
+                )  # fmt: skip
+        else:  # a pipe or a file: a line per phase every 10 s
+            lines = _Lines(lambda line: err_console.print(line, markup=False, highlight=False, soft_wrap=True))
             report = evaluate_listens(
                 listens, train_config=cfg, tz=tz, n_boot=bootstrap, seed=seed,
-                with_model=not no_model, progress=_Bar(progress), step_progress=_Steps(progress),
+                with_model=not no_model, progress=lines.training, step_progress=lines,
             )  # fmt: skip
     except ValueError as exc:
         err_console.print(f"cannot evaluate: {exc}", markup=False)
