@@ -84,6 +84,10 @@ STOP_SECONDS = 8.0  # 2 s to spare for a loaded machine to get the process ended
 # The final heartbeat and state wait this long for another writer to the database (a
 # `songnet import` by hand, say), then are left out: `health` then finds the heartbeat stale.
 FINAL_WRITE_BUSY_MS = 500
+# A wait on the stop request wakes this often. The kernel may hand SIGTERM to any thread;
+# Python's handler then runs only once the main thread executes bytecode again, which a
+# long or untimed wait does not (seen in CI: a daemon deaf to SIGTERM for 30 s).
+STOP_POLL_SECONDS = 0.25
 
 REASON_IMPORT = "new plays imported"
 REASON_PERIODIC = "before the weekly run"
@@ -125,6 +129,19 @@ class StopEvent(threading.Event):
         if self.requested_at is None:
             self.requested_at = time.monotonic()
         super().set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """`Event.wait`, in steps of STOP_POLL_SECONDS, so that a signal the kernel gave to
+        another thread still reaches the main thread's handler within a step."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            step = STOP_POLL_SECONDS
+            if deadline is not None:
+                step = min(step, deadline - time.monotonic())
+                if step <= 0:
+                    return self.is_set()
+            if super().wait(step):
+                return True
 
 
 def install_stop_signals(stop: threading.Event) -> None:

@@ -7,8 +7,10 @@ daemon, wait for a log event, send it a signal or kill -9 it, and read what it l
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -50,6 +52,9 @@ def run_songnet(
     return subprocess.run(
         [*SONGNET, *args], env=dict(env), cwd=REPO, capture_output=True, text=True, timeout=timeout
     )
+
+
+_TGKILL = {"x86_64": 234, "aarch64": 131}  # the tgkill(2) syscall's number
 
 
 class DaemonProcess:
@@ -122,11 +127,33 @@ class DaemonProcess:
                 if e.get("event") == event and all(e.get(k) == v for k, v in fields.items())
             ]
 
-    def stop_by_signal(self, signum: int = signal.SIGTERM, timeout: float = 15) -> tuple[int, float]:
+    def signal_worker_thread(self, signum: int = signal.SIGTERM) -> None:
+        """Send `signum` to one of the process's threads other than the main one, as the
+        kernel may choose to deliver a signal sent to the process (Linux only)."""
+        number = _TGKILL.get(platform.machine())
+        if sys.platform != "linux" or number is None:
+            raise NotImplementedError("tgkill is wired for Linux on x86_64 and aarch64 only")
+        tasks = Path(f"/proc/{self.pid}/task").iterdir()
+        tids = [int(t.name) for t in tasks if int(t.name) != self.pid]
+        if not tids:
+            raise RuntimeError("the process has no thread besides the main one")
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.syscall(number, self.pid, min(tids), int(signum)) != 0:
+            raise OSError(ctypes.get_errno(), "tgkill failed")
+
+    def stop_by_signal(
+        self, signum: int = signal.SIGTERM, timeout: float = 15
+    ) -> tuple[int, float]:
         """Send `signum` and wait for the exit: the exit code and the seconds it took."""
         started = time.monotonic()
         self.signal(signum)
-        code = self.wait(timeout)
+        try:
+            code = self.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"still running {timeout} s after {signal.Signals(signum).name}; its log:\n"
+                + self.tail()
+            ) from None
         return code, time.monotonic() - started
 
     def signal(self, signum: int = signal.SIGTERM) -> None:

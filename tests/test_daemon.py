@@ -34,6 +34,7 @@ from service.daemon import (
     WORKER,
     Daemon,
     LeadTrigger,
+    StopEvent,
 )
 from service.db import open_database
 from service.jobs import FAILED, INTERRUPTED, OK, JobRun, Jobs
@@ -470,3 +471,18 @@ def test_the_final_heartbeat_waits_briefly_for_another_writer(
         assert con.exec_driver_sql("PRAGMA busy_timeout").scalar() == 10_000
     assert daemon.heartbeat(stopped=True) is True
     assert kv.get_json(engine, kv.HEARTBEAT)["stopped"] is True
+
+
+def test_stop_event_waits_keep_their_timeouts_and_end_when_set() -> None:
+    # Waits run in steps (a signal on another thread must reach the main thread's handler);
+    # stepping must not change what a wait returns or how long it lasts.
+    stop = StopEvent()
+    started = time.monotonic()
+    assert stop.wait(0.6) is False
+    assert 0.6 <= time.monotonic() - started < 5
+    assert stop.wait(0) is False
+    threading.Timer(0.4, stop.set).start()
+    started = time.monotonic()
+    assert stop.wait() is True  # untimed: ends when set
+    assert time.monotonic() - started < 5
+    assert stop.wait(10) is True and stop.requested_at is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import shutil
 import signal
 import sqlite3
@@ -44,6 +45,32 @@ def test_one_daemon_per_directory_and_a_clean_exit_on_a_signal(tmp_path: Path, s
     status = run_songnet(["status", "--json"], env)
     assert status.returncode == 0
     assert '"running": false' in status.stdout
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or platform.machine() not in ("x86_64", "aarch64"),
+    reason="sends the signal to one thread with tgkill(2)",
+)
+def test_sigterm_the_kernel_hands_to_a_worker_thread_still_stops_the_daemon(
+    tmp_path: Path,
+) -> None:
+    # `kill PID` may be delivered to any thread; the main thread must still see the request
+    # (it once waited untimed and stayed deaf to it: CI's 30 s hang).
+    env = songnet_env(tmp_path / "data", tmp_path / "exports", heartbeat_interval_seconds="1")
+    daemon = DaemonProcess(["run"], env)
+    try:
+        daemon.wait_event("daemon started", timeout=60)
+        started = time.monotonic()
+        daemon.signal_worker_thread(signal.SIGTERM)
+        code = daemon.wait(30)
+        took = time.monotonic() - started
+    finally:
+        daemon.stop()
+    assert code == 0, daemon.tail()
+    assert took < 10, daemon.tail()
+    assert daemon.named("stop requested", signal="SIGTERM")
+    (stopped,) = daemon.named("daemon stopped")
+    assert stopped["clean"] is True
 
 
 @pytest.mark.corpus
