@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -77,9 +76,7 @@ def main() -> int:
     if not args.export:
         ap.error("an export is needed")
 
-    from service.db import open_database
-    from service.importer import import_paths
-    from service.library import load_listens
+    from service.export_reading import export_folder_files, read_exports
     from songnet_core.dataset import EncodedSequence, build_sequence, target_positions
     from songnet_core.evaluate import (
         RankingLibrary,
@@ -94,13 +91,7 @@ def main() -> int:
     from songnet_core.train import TrainingData, train, validation_halves
 
     path = Path(args.export) if Path(args.export).exists() else CORPUS / args.export
-    with tempfile.TemporaryDirectory(prefix="songnet-evalbench-") as tmp:
-        engine = open_database(Path(tmp))
-        try:
-            import_paths(engine, sorted(p for p in path.iterdir() if p.name != "SOURCE.json"))
-            listens = load_listens(engine)
-        finally:
-            engine.dispose()
+    listens = read_exports(export_folder_files(path)).listens
     cfg = evaluation_train_config(seed=args.seed, **({} if args.epochs is None else {"max_epochs": args.epochs}))
     ranks: dict[str, np.ndarray] = {}
     with Phase("split"):

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -36,19 +35,10 @@ METRICS = ("hr@10", "mrr@10", "ndcg@10")
 
 
 def evaluate_export(path: Path, seed: int, epochs: int | None = None) -> dict[str, Any]:
-    from service.db import open_database
-    from service.importer import import_paths
-    from service.library import load_listens
+    from service.export_reading import export_folder_files, read_exports
     from songnet_core.evaluate import evaluate_listens, evaluation_train_config
 
-    with tempfile.TemporaryDirectory(prefix="songnet-report-") as tmp:
-        engine = open_database(Path(tmp))
-        try:
-            # SOURCE.json describes the corpus folder; it is not part of the export.
-            import_paths(engine, sorted(p for p in path.iterdir() if p.name != "SOURCE.json"))
-            listens = load_listens(engine)
-        finally:
-            engine.dispose()
+    listens = read_exports(export_folder_files(path)).listens
     t = time.monotonic()
     cfg = evaluation_train_config(seed=seed, **({} if epochs is None else {"max_epochs": epochs}))
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -46,18 +45,10 @@ SCORERS = ("songnet", "model", "markov")
 
 
 def load_export(path: Path) -> tuple[list[Any], dict[int, Any]]:
-    from service.db import open_database
-    from service.importer import import_paths
-    from service.library import load_listens, load_tracks
+    from service.export_reading import export_folder_files, read_exports
 
-    with tempfile.TemporaryDirectory(prefix="songnet-quality-") as tmp:
-        engine = open_database(Path(tmp))
-        try:
-            # SOURCE.json describes the corpus folder; it is not part of the export.
-            import_paths(engine, sorted(p for p in path.iterdir() if p.name != "SOURCE.json"))
-            return load_listens(engine), load_tracks(engine)
-        finally:
-            engine.dispose()
+    read = read_exports(export_folder_files(path))
+    return read.listens, read.tracks
 
 
 def measure_export(name: str, samplings: list[str], epochs: int | None, seed: int) -> dict[str, Any]:

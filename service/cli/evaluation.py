@@ -9,7 +9,6 @@ intervals over test sessions.
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -138,20 +137,13 @@ def evaluate(
     """Train on the older 80 % of the sessions in PATH… and rank the newest 20 %: songnet vs baselines."""
     from dataclasses import replace
 
-    from service.db import open_database
-    from service.importer import import_paths
-    from service.library import load_listens
+    from service.export_reading import read_exports
     from songnet_core.evaluate import evaluate_listens, evaluation_train_config
 
     s = settings(ctx)
     tz = s.timezone or "UTC"
-    with tempfile.TemporaryDirectory(prefix="songnet-eval-") as tmp:
-        engine = open_database(Path(tmp))
-        try:
-            results = import_paths(engine, paths)
-            listens = load_listens(engine)
-        finally:
-            engine.dispose()
+    read = read_exports(paths)
+    results, listens = read.files, read.listens
     # A file that is not an export (a README or SOURCE.json beside the exports) fails its
     # import; the evaluation goes on with the plays of the files that did import.
     for r in results:
