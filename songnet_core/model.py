@@ -22,7 +22,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -217,6 +217,9 @@ class LoadedModel:
     window: int  # positions the LSTM reads back (the training window)
     metrics: dict[str, float]
     info: dict[str, str | int | float]
+    _indices: tuple[Vocabulary, dict[int, int], dict[int, int]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @property
     def memory(self) -> int:
@@ -259,12 +262,23 @@ class LoadedModel:
         out: FloatArray = logp[0, -1].numpy().astype(np.float32)
         return out
 
+    def indices(self) -> tuple[dict[int, int], dict[int, int]]:
+        """`vocab.class_index()` and `vocab.artist_index()`, built once per vocabulary (callers
+        must not modify them): every scoring call reads them, and building them is most of a
+        short history's cost."""
+        cached = self._indices
+        if cached is None or cached[0] is not self.vocab:
+            vocab = self.vocab
+            cached = self._indices = (vocab, vocab.class_index(), vocab.artist_index())
+        return cached[1], cached[2]
+
     def _batch(self, tracks: list[int], artists: list[int] | None, ends: list[int] | None, ctx: PlayContext, memory: int) -> Batch:
-        ci = self.vocab.class_index()
+        ci, ai = self.indices()
         cls = np.asarray([ci.get(t, -1) for t in tracks], dtype=np.int64)
         if artists is not None:
-            enc = self.vocab.encode(np.asarray(tracks, dtype=np.int64), np.asarray(artists, dtype=np.int64))
-            art = np.where(cls >= 0, self.vocab.artist[np.maximum(cls, 0)], enc.artist)
+            # As `vocab.encode` gives them: the artist index, 0 where unknown.
+            known_artist = np.asarray([ai.get(int(a), 0) for a in artists], dtype=np.int64)
+            art = np.where(cls >= 0, self.vocab.artist[np.maximum(cls, 0)], known_artist)
         else:
             art = np.where(cls >= 0, self.vocab.artist[np.maximum(cls, 0)], 0)
         own = np.where(cls >= 0, self.vocab.own[np.maximum(cls, 0)], 0)
