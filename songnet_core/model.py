@@ -272,7 +272,15 @@ class LoadedModel:
             cached = self._indices = (vocab, vocab.class_index(), vocab.artist_index())
         return cached[1], cached[2]
 
-    def _batch(self, tracks: list[int], artists: list[int] | None, ends: list[int] | None, ctx: PlayContext, memory: int) -> Batch:
+    def _batch(
+        self,
+        tracks: list[int],
+        artists: list[int] | None,
+        ends: list[int] | None,
+        ctx: PlayContext,
+        memory: int,
+        row_cache: dict[tuple[str, bool, int, int | None], list[float]] | None = None,
+    ) -> Batch:
         ci, ai = self.indices()
         cls = np.asarray([ci.get(t, -1) for t in tracks], dtype=np.int64)
         if artists is not None:
@@ -284,17 +292,27 @@ class LoadedModel:
         own = np.where(cls >= 0, self.vocab.own[np.maximum(cls, 0)], 0)
         zone = ZoneInfo(ctx.tz)
         rows = []
+        # A row depends on the end time and the one before alone: a caller that builds many
+        # batches over one history (the stepper past its window) keeps them in `row_cache`.
+        cache: dict[tuple[str, bool, int, int | None], list[float]] = {} if row_cache is None else row_cache
         if ends is None:
             # Back to back at ctx.ts: one context for all, a typical play's length apart.
             for i in range(len(tracks)):
-                row = context_features(ctx.ts, None if i == 0 else ctx.ts, TYPICAL_PLAY_MS, None, zone)
-                row[4] = row[5] = 1.0 if i == 0 else 0.0  # a long gap before the first: a new session
+                row = cache.get((ctx.tz, False, ctx.ts, None if i == 0 else ctx.ts))
+                if row is None:
+                    row = context_features(ctx.ts, None if i == 0 else ctx.ts, TYPICAL_PLAY_MS, None, zone)
+                    row[4] = row[5] = 1.0 if i == 0 else 0.0  # a long gap before the first: a new session
+                    cache[(ctx.tz, False, ctx.ts, None if i == 0 else ctx.ts)] = row
                 rows.append(row)
             hours = (np.arange(len(tracks)) - (len(tracks) - 1)) * (TYPICAL_PLAY_MS / 3_600_000)
         else:
             for i, end in enumerate(ends):
-                row = context_features(end, None if i == 0 else ends[i - 1], TYPICAL_PLAY_MS, None, zone)
-                row[5] = 1.0 if i == 0 or end - ends[i - 1] > SESSION_GAP_S else 0.0
+                prev = None if i == 0 else ends[i - 1]
+                row = cache.get((ctx.tz, True, end, prev))
+                if row is None:
+                    row = context_features(end, prev, TYPICAL_PLAY_MS, None, zone)
+                    row[5] = 1.0 if prev is None or end - prev > SESSION_GAP_S else 0.0
+                    cache[(ctx.tz, True, end, prev)] = row
                 rows.append(row)
             hours = (np.asarray(ends, dtype=np.float64) - ends[-1]) / 3600.0
         return Batch(

@@ -25,11 +25,12 @@ from songnet_core.model import SESSION_GAP_S, TYPICAL_PLAY_MS, LoadedModel, Play
 # Past the window, the rows of the window's last steps that the products with every class run
 # over (`ModelStepper._past_window`): enough that the BLAS takes the kernel it takes for a
 # whole window.
-LAST_ROWS = 16
+LAST_ROWS = 8
 
 
 class ModelStepper:
-    """`LoadedModel.next_scores` for a history that grows at its end between calls."""
+    """`LoadedModel.next_scores` for a history that grows at its end between calls (or goes
+    back to a prefix of what it read, and grows from there)."""
 
     def __init__(self, model: LoadedModel) -> None:
         self.model = model
@@ -40,10 +41,13 @@ class ModelStepper:
             self._vectors_t = self._vectors.T.contiguous()  # [dim, C]: a 3x faster product
         self._recency: dict[int, Tensor] = {}  # back to back, the bias depends on length only
         self._class_index, self._artist_index = model.indices()
+        # Context rows past the window, by (zone, end times given, end, end before).
+        self._rows: dict[tuple[str, bool, int, int | None], list[float]] = {}
         self._reset(None)
 
     def _reset(self, context: PlayContext | None) -> None:
         self._history: list[int] = []
+        self._artists: list[int] = []
         self._ends: list[int] | None = None
         self._context = context
         self._zone = ZoneInfo(context.tz) if context is not None else None
@@ -53,6 +57,17 @@ class ModelStepper:
         self._keys: list[Tensor] = []
         self._cls: list[int] = []
         self._same_row: Tensor | None = None  # back to back, every row after the first is one
+        # (LSTM state, output, input vector) after each track fed: a history that shares only
+        # a prefix with the last one (the next playlist after the same plays and seeds) goes
+        # on from there.
+        self._after: list[tuple[tuple[Tensor, Tensor] | None, Tensor | None, Tensor | None]] = []
+
+    def _back_to(self, n: int) -> None:
+        """The state after the first `n` tracks fed (0 < n < those fed)."""
+        self._state, self._h, self._prev_e = self._after[n - 1]
+        del self._after[n:], self._history[n:], self._artists[n:], self._keys[n:], self._cls[n:]
+        if self._ends is not None:
+            del self._ends[n:]
 
     def next_scores(
         self,
@@ -72,17 +87,16 @@ class ModelStepper:
             return self._past_window(hist, ctx, history_artist_ids, history_end_ts)
         artists = list(history_artist_ids) if history_artist_ids is not None else [-1] * len(hist)
         ends = list(history_end_ts) if history_end_ts is not None else None
-        n = len(self._history)
-        if (
-            ctx != self._context
-            or len(hist) < n
-            or hist[:n] != self._history
-            or (ends is None) != (self._ends is None)
-            or (ends is not None and self._ends is not None and ends[:n] != self._ends)
-        ):
+        n = 0  # tracks of `hist` already fed
+        if ctx == self._context and (ends is None) == (self._ends is None):
+            n = min(_shared(hist, self._history), _shared(artists, self._artists))
+            if ends is not None and self._ends is not None:
+                n = min(n, _shared(ends, self._ends))
+        if n == 0:
             self._reset(ctx)
             self._ends = [] if ends is not None else None
-            n = 0
+        elif n < len(self._history):
+            self._back_to(n)
         with torch.no_grad():
             for i in range(n, len(hist)):
                 if ends is not None and self._ends is not None:
@@ -91,6 +105,7 @@ class ModelStepper:
                 else:
                     self._feed(hist[i], artists[i], None, None, first=(i == 0))
                 self._history.append(hist[i])
+                self._artists.append(artists[i])
             return self._scores()
 
     def _past_window(
@@ -112,9 +127,11 @@ class ModelStepper:
         row by row, on the last row alone."""
         model, net = self.model, self.net
         n = min(len(hist), model.window + model.memory)
+        if len(self._rows) > 100_000:  # a long-lived stepper over many histories
+            self._rows.clear()
         x = model._batch(
             hist[-n:], list(artists)[-n:] if artists is not None else None, list(ends)[-n:] if ends is not None else None,
-            ctx, memory=max(0, n - model.window),
+            ctx, memory=max(0, n - model.window), row_cache=self._rows,
         )  # fmt: skip
         with torch.no_grad():
             m = x.memory
@@ -176,6 +193,7 @@ class ModelStepper:
             self._keys.append(net.key(torch.cat([e, prev, context])))
             self._cls.append(c)
         self._prev_e = e
+        self._after.append((self._state, self._h, self._prev_e))
 
     def _scores(self) -> FloatArray:
         net, h = self.net, self._h
@@ -295,3 +313,13 @@ class ModelStepper:
             logp = torch.where(inside_row & ~held, base, copied)
             out_np = np.asarray(logp.numpy(), dtype=np.float32)
         return [out_np[r] for r in range(len(lengths))]
+
+
+def _shared(a: Sequence[int], b: Sequence[int]) -> int:
+    """The length of the longest common prefix of `a` and `b`."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n

@@ -174,9 +174,48 @@ def test_past_the_window_the_stepper_gives_next_scores_to_the_bit(
             if trial % 2:
                 ends = np.sort(rng.integers(1_690_000_000, 1_700_000_000, n)).tolist()
             ctx = PlayContext(ts=1_700_000_000 + trial, tz="Europe/Berlin")
-            kw = {"history_artist_ids": artists, "history_end_ts": ends}
-            want = model.next_scores(history, ctx, **kw)
-            got = stepper.next_scores(history, ctx, **kw)
-            assert got.dtype == want.dtype and np.array_equal(got, want), trial
+            # The history, then one track shorter: the second reads context rows it has seen.
+            for m in (n, n - 1):
+                kw = {
+                    "history_artist_ids": artists[:m] if artists else None,
+                    "history_end_ts": ends[:m] if ends else None,
+                }
+                want = model.next_scores(history[:m], ctx, **kw)
+                got = stepper.next_scores(history[:m], ctx, **kw)
+                assert got.dtype == want.dtype and np.array_equal(got, want), (trial, m)
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("with_ends", [True, False])
+def test_a_history_that_shares_a_prefix_goes_on_from_it_to_the_same_numbers(with_ends: bool) -> None:
+    # The next playlist after the same plays and seeds: the stepper goes back to the shared
+    # prefix instead of reading everything again, and gives what a fresh stepper gives.
+    model = random_model(copy=True, features=3, window=64)
+    stepper = ModelStepper(model)
+    rng = np.random.default_rng(2)
+    ctx = PlayContext(ts=1_700_011_000, tz="Europe/Berlin")
+    base = rng.integers(100, 140, 12).tolist()
+    histories = [
+        base,
+        [*base[:7], 7, 120, 121],  # goes back to 7 tracks, then a track outside the vocabulary
+        [*base[:7], 7, 120, 122, 123],
+        base[:3],  # shorter than what was fed
+        [*base[:3], 130],
+        [101, *base[1:6]],  # nothing shared
+        [101, *base[1:6], 139],
+    ]
+    for h in histories:
+        artists = [500 + t % 7 for t in h]
+        ends = [1_700_000_000 + 300 * i for i in range(len(h))] if with_ends else None
+        kw = {"history_artist_ids": artists, "history_end_ts": ends}
+        got = stepper.next_scores(h, ctx, **kw)
+        want = ModelStepper(model).next_scores(h, ctx, **kw)
+        assert np.array_equal(got, want), h
+        same_distribution(got, model.next_scores(h, ctx, **kw))
+    # Other end times for the same tracks: read again from where they differ.
+    h = histories[-1]
+    ends = [1_700_000_000 + 300 * i + (5000 if i >= 4 else 0) for i in range(len(h))]
+    kw = {"history_artist_ids": [500] * len(h), "history_end_ts": ends}
+    want = ModelStepper(model).next_scores(h, ctx, **kw)
+    assert np.array_equal(stepper.next_scores(h, ctx, **kw), want)
