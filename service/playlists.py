@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import gc
 import time
-from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -241,7 +240,13 @@ class PlaylistGenerator:
     def default_seeds(self) -> list[str]:
         """The listener's most played tracks of recent weeks, for a playlist without seeds."""
         lib = self.library
-        return most_played_seeds([x for x in lib.listens if x.ms_played >= self.min_play_ms], lib.tracks, lib.uri_aliases)
+        x = lib.listens
+        kept: Sequence[Listen]
+        if isinstance(x, ListenColumns):
+            kept = x.where(x.ms_played >= self.min_play_ms)
+        else:
+            kept = [p for p in x if p.ms_played >= self.min_play_ms]
+        return most_played_seeds(kept, lib.tracks, lib.uri_aliases)
 
     def resolve_seeds(self, seeds: Sequence[str]) -> list[TrackInfo]:
         """Each seed's track (`songnet_core.seeds.SeedError` for the first that fails)."""
@@ -374,15 +379,18 @@ def most_played_seeds(
     one per artist, each checked to resolve back to its own track."""
     if not listens:
         return []
-    latest = max(x.end_ts for x in listens)
+    if isinstance(listens, ListenColumns):
+        track_ids, end_ts = listens.track_id, listens.end_ts
+    else:
+        track_ids = np.fromiter((x.track_id for x in listens), dtype=np.int64, count=len(listens))
+        end_ts = np.fromiter((x.end_ts for x in listens), dtype=np.int64, count=len(listens))
+    latest = int(end_ts.max())
     index = SeedIndex(list(tracks.values()), uri_aliases)
     for since in (latest - RECENT_WEEKS * 7 * 86_400, None):
-        window = [x for x in listens if since is None or x.end_ts >= since]
-        counts = Counter(x.track_id for x in window)
-        last_heard = {x.track_id: x.end_ts for x in window}
+        window = slice(None) if since is None else end_ts >= since
         seeds: list[str] = []
         artists: set[int] = set()
-        for tid, _ in sorted(counts.items(), key=lambda kv: (-kv[1], -last_heard[kv[0]], kv[0])):
+        for tid in _most_played(track_ids[window], end_ts[window]):
             info = tracks.get(tid)
             if info is None or info.artist_id in artists:
                 continue
@@ -397,3 +405,14 @@ def most_played_seeds(
             if len(seeds) == n:
                 return seeds
     return seeds
+
+
+def _most_played(track_ids: npt.NDArray[np.int64], end_ts: npt.NDArray[np.int64]) -> list[int]:
+    """The distinct tracks of a window of plays, most played first, then most recently heard
+    (the end time of a track's last play in the window), then by id."""
+    ids, inverse, counts = np.unique(track_ids, return_inverse=True, return_counts=True)
+    last = np.full(ids.size, -1, dtype=np.int64)
+    np.maximum.at(last, inverse, np.arange(track_ids.size))
+    order = np.lexsort((ids, -end_ts[last], -counts))
+    ranked: list[int] = ids[order].tolist()
+    return ranked

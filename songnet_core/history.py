@@ -96,6 +96,13 @@ class ListenColumns(Sequence[Listen]):
     def __len__(self) -> int:
         return len(self.play_id)
 
+    def where(self, mask: npt.NDArray[np.bool_]) -> ListenColumns:
+        """The plays where `mask` holds, in order."""
+        return ListenColumns(
+            self.play_id[mask], self.track_id[mask], self.artist_id[mask], self.end_ts[mask],
+            self.ms_played[mask], self.skipped[mask],
+        )  # fmt: skip
+
     @overload
     def __getitem__(self, i: int) -> Listen: ...
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections import Counter
 from itertools import pairwise
 from pathlib import Path
 
@@ -20,13 +21,14 @@ from service import tables
 from service.db import open_database
 from service.features import load_track_features, recompute_features
 from service.library import load_listens, load_tracks
-from service.playlists import Library
+from service.playlists import Library, PlaylistGenerator, most_played_seeds
 from service.settings import load_settings
 from songnet_core.blend import BlendedNextTrack
 from songnet_core.dataset import build_sequence
 from songnet_core.features import TrackFeatures
-from songnet_core.history import Listen, ListenColumns, Play
+from songnet_core.history import Listen, ListenColumns, Play, TrackInfo
 from songnet_core.ranker import ListeningHistory
+from songnet_core.seeds import SeedIndex
 from songnet_core.sessions import split_sessions
 from songnet_core.synthetic import SyntheticConfig, generate_plays
 from songnet_core.transitions import TransitionCounts
@@ -235,3 +237,83 @@ def test_the_blends_session_knn_arrays_and_counts_are_those_of_the_per_session_c
     )
     for name, want in vars(TransitionCounts(kept)).items():
         assert np.array_equal(getattr(fast, name), want), name
+
+
+def old_most_played_seeds(
+    listens: list[Listen], tracks: dict[int, TrackInfo], aliases: dict[str, int], n: int = 3
+) -> list[str]:
+    """`most_played_seeds` as it was: a Counter and a dict per window."""
+    if not listens:
+        return []
+    latest = max(x.end_ts for x in listens)
+    index = SeedIndex(list(tracks.values()), aliases)
+    seeds: list[str] = []
+    for since in (latest - 4 * 7 * 86_400, None):
+        window = [x for x in listens if since is None or x.end_ts >= since]
+        counts = Counter(x.track_id for x in window)
+        last_heard = {x.track_id: x.end_ts for x in window}
+        seeds, artists = [], set()
+        for tid, _ in sorted(counts.items(), key=lambda kv: (-kv[1], -last_heard[kv[0]], kv[0])):
+            info = tracks.get(tid)
+            if info is None or info.artist_id in artists:
+                continue
+            text = info.uri or f"{info.artist} - {info.title}"
+            try:
+                if index.resolve(text).track_id != tid:
+                    continue
+            except ValueError:
+                continue
+            seeds.append(text)
+            artists.add(info.artist_id)
+            if len(seeds) == n:
+                return seeds
+    return seeds
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    plays=st.lists(
+        st.tuples(
+            st.integers(min_value=1, max_value=9), st.integers(min_value=0, max_value=60 * 86_400)
+        ),
+        max_size=40,
+    ),
+    n=st.integers(min_value=1, max_value=4),
+)
+def test_most_played_seeds_are_those_of_the_per_play_code(
+    plays: list[tuple[int, int]], n: int
+) -> None:
+    # Tracks 1..8 (9 is no track), four artists; every third without a URI; plays in any order.
+    tracks = {
+        t: TrackInfo(
+            t,
+            t % 4,
+            f"Artist {t % 4}",
+            f"Title {t}",
+            None if t % 3 == 0 else f"spotify:track:{t:022d}",
+        )
+        for t in range(1, 9)
+    }
+    listens = [Listen(i, t, t % 4, end, 200_000) for i, (t, end) in enumerate(plays)]
+    want = old_most_played_seeds(listens, tracks, {}, n)
+    assert most_played_seeds(listens, tracks, {}, n) == want
+    ordered = sorted(listens, key=lambda x: (x.end_ts, x.play_id))
+    cols = [
+        np.asarray([getattr(x, f.name) for x in ordered], dtype=np.int64)
+        for f in dataclasses.fields(Listen)[:5]
+    ]
+    columns = ListenColumns(*cols, np.full(len(ordered), -1, dtype=np.int8))
+    assert most_played_seeds(columns, tracks, {}, n) == old_most_played_seeds(
+        ordered, tracks, {}, n
+    )
+
+
+def test_default_seeds_read_the_columns_as_the_plays(library_dir: Path) -> None:
+    engine = open_database(library_dir)
+    settings = load_settings(data_dir=library_dir)
+    lib = Library.load(engine, settings)
+    generator = PlaylistGenerator(lib, Flat(), zone=settings.zone, model_version=None)
+    kept = [x for x in load_listens(engine) if x.ms_played >= settings.min_play_ms]
+    seeds = generator.default_seeds()
+    assert len(seeds) == 3 and seeds == old_most_played_seeds(kept, lib.tracks, lib.uri_aliases)
+    engine.dispose()
