@@ -24,6 +24,7 @@ from service.db import open_database
 from service.playlists import Library, PlaylistGenerator
 from service.settings import PlaylistConfig, load_settings
 from service.training import listener_zone_name
+from songnet_core.blend import BlendedNextTrack
 from songnet_core.dataset import Vocabulary, build_sequence
 from songnet_core.evaluate import ProtocolSplit, RankingLibrary, songnet_ranks
 from songnet_core.generate import GenerationContext, Sampling
@@ -75,6 +76,13 @@ def snapshot(data: Path) -> dict[str, Any]:
             scores = np.asarray(scorer.scores(ids[:n], context), dtype=np.float64)
             tops.append([int(t) for t in np.argsort(-scores, kind="stable")[:25]])
         out[f"{label}_tops"] = tops
+        # Each scorer's own top list (ties broken by popularity, then id) at a few steps.
+        assert isinstance(scorer, BlendedNextTrack)
+        lists = [
+            {k: v.tolist() for k, v in scorer.lists(ids[:n], context).items()}
+            for n in (1, 4, 30, 49)
+        ]
+        out[f"{label}_lists"] = hashlib.sha256(repr(lists).encode()).hexdigest()
 
     listens = library.listens
     seq = build_sequence(
@@ -113,6 +121,8 @@ PINNED: dict[str, Any] = {'daemon': [6, 28, 104, 109, 100, 97, 12, 96, 264, 3, 2
                  146],
                 [6, 28, 109, 64, 12, 104, 43, 3, 48, 78, 100, 23, 106, 65, 62, 49, 25, 216, 33, 97, 8, 29, 77, 173,
                  131]],
+ 'every_lists': '3d44f8208365e65b6e060873ea0820fcee1a61e80b38ca91b17571d91a6d3c8e',
+ 'uneven_lists': 'b880ec307caa99a0050a361458381042ec43ecb8fe3cf5cd53846d5e92bbfa0a',
  'uneven_sampled': [6, 28, 104, 12, 77, 109, 3, 33, 130, 21, 43, 146, 106, 62, 97, 164, 29, 26, 103, 96, 78, 107, 64,
                     182, 25, 100, 51, 19, 189, 48, 139, 216, 16, 117, 36, 32, 267, 299, 8, 242, 46, 213, 23, 7, 88,
                     65, 113, 133, 207, 37],
