@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy import Engine, text
 
-from songnet_core.history import Listen, TrackInfo
+from songnet_core.history import Listen, ListenColumns, TrackInfo
 from songnet_core.sessions import DEFAULT_GAP_S, DEFAULT_MIN_MS, count_sessions
 
 _LISTENS = """
@@ -41,6 +41,45 @@ def load_listens(engine: Engine) -> list[Listen]:
     ]
 
 
+# Every play in one row: each column as its values joined by commas, parsed by numpy in one
+# call (a Python tuple per play is most of the time of reading a library). The aggregates
+# visit the rows in one order, so the columns line up; `load_listen_columns` sorts.
+_PLAY_TEXT = """
+SELECT COUNT(*), group_concat(id), group_concat(track_id), group_concat(end_ts), group_concat(ms_played),
+       group_concat(COALESCE(skipped, -1))
+FROM play NOT INDEXED
+"""
+
+
+def load_listen_columns(engine: Engine, artist_of: npt.NDArray[np.int64]) -> ListenColumns:
+    """`load_listens` as columns: every stored play of a track in `artist_of` (artist id by
+    track id, -1 where there is no track, as `load_listens`' join with `track`), ordered by
+    end time then play id."""
+    raw = engine.raw_connection()
+    try:
+        count, *texts = raw.cursor().execute(_PLAY_TEXT).fetchone()
+    finally:
+        raw.close()
+    cols = [_int_column(text, count) for text in texts]
+    play_id, track_id, end_ts, ms_played, skipped = cols
+    order = np.lexsort((play_id, end_ts))
+    track_id = track_id[order]
+    known = (track_id >= 0) & (track_id < artist_of.size)
+    known[known] = artist_of[track_id[known]] >= 0
+    order, track_id = order[known], track_id[known]
+    flags = skipped[order].astype(np.int8)
+    return ListenColumns(
+        play_id[order], track_id, artist_of[track_id], end_ts[order], ms_played[order], flags
+    )
+
+
+def _int_column(text: str | None, count: int) -> npt.NDArray[np.int64]:
+    values = np.fromstring(text, dtype=np.int64, sep=",") if text else np.zeros(0, dtype=np.int64)
+    if values.size != count:
+        raise RuntimeError(f"read {values.size} values of a column of {count} plays")
+    return values
+
+
 # In table order: the features computed from these columns do not depend on the order.
 _PLAY_COLUMNS = "SELECT track_id, end_ts, ms_played, COALESCE(skipped, -1) FROM play"
 
@@ -63,8 +102,11 @@ def load_play_columns(engine: Engine) -> PlayColumns:
 
 def load_tracks(engine: Engine) -> dict[int, TrackInfo]:
     """Every track of the library by id, with its artist's display name."""
-    with engine.connect() as conn:
-        rows = conn.execute(text(_TRACKS)).all()
+    raw = engine.raw_connection()
+    try:
+        rows = raw.cursor().execute(_TRACKS).fetchall()
+    finally:
+        raw.close()
     return {
         track_id: TrackInfo(track_id, artist_id, artist, title, uri, album)
         for track_id, artist_id, artist, title, uri, album in rows

@@ -12,21 +12,21 @@ most played tracks of recent weeks.
 
 from __future__ import annotations
 
+import gc
 import time
-from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import tzinfo
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 import structlog
 from sqlalchemy import Engine
-from sqlmodel import Session, select
 
-from service import model_store, tables
+from service import model_store
 from service.settings import PlaylistConfig, Settings
 from songnet_core.features import TrackFeatures
 from songnet_core.generate import (
@@ -36,11 +36,11 @@ from songnet_core.generate import (
     Sampling,
     continue_playlist,
 )
-from songnet_core.history import Listen, TrackInfo
+from songnet_core.history import Listen, ListenColumns, TrackInfo
 from songnet_core.ranker import ListeningHistory, fuses_baselines, songnet_scorer
 from songnet_core.reasons import Explainer
 from songnet_core.seeds import SeedIndex
-from songnet_core.sessions import split_sessions
+from songnet_core.sessions import session_arrays
 from songnet_core.transitions import TransitionCounts
 
 if TYPE_CHECKING:
@@ -95,37 +95,54 @@ class Library:
 
     tracks: dict[int, TrackInfo]
     uri_aliases: dict[str, int]
-    listens: list[Listen]
+    listens: Sequence[Listen]  # every stored play, by end time (`ListenColumns` from `load`)
     artist_of: npt.NDArray[np.int64]  # artist id by track id, -1 where no track
     transitions: TransitionCounts
     features: dict[int, TrackFeatures]
     sessions: list[list[int]] = field(default_factory=list)  # track ids, oldest session first
     plays: list[int] = field(default_factory=list)  # track ids of plays of min_play_ms, oldest first
     seed_index: SeedIndex = field(init=False)
+    # How `load` cut the sessions: (min_ms, gap_s) and, for `history`, the position in
+    # `listens` of each play of `sessions` and where each session starts among them.
+    split: tuple[tuple[int, int], npt.NDArray[np.int64], npt.NDArray[np.int64]] | None = field(
+        default=None, repr=False
+    )
 
     def __post_init__(self) -> None:
         self.seed_index = SeedIndex(list(self.tracks.values()), self.uri_aliases)
 
     @classmethod
     def load(cls, engine: Engine, settings: Settings) -> Library:
+        # A library is 100k+ new objects that hold no cycles: the collector's passes over
+        # them (every 700 allocations, the oldest generation too) are a third of the time.
+        with _collector_paused():
+            return cls._load(engine, settings)
+
+    @classmethod
+    def _load(cls, engine: Engine, settings: Settings) -> Library:
         from service.features import load_track_features
-        from service.library import load_listens, load_tracks
+        from service.library import load_listen_columns, load_tracks
 
         tracks = load_tracks(engine)
-        listens = load_listens(engine)
         size = max(tracks, default=-1) + 1
         artist_of = np.full(size, -1, dtype=np.int64)
-        for t in tracks.values():
-            artist_of[t.track_id] = t.artist_id
-        sessions = split_sessions(
-            listens, min_ms=settings.min_play_ms, gap_s=int(settings.session_gap_minutes * 60)
+        ids = np.fromiter(tracks, dtype=np.int64, count=len(tracks))
+        artists = (t.artist_id for t in tracks.values())
+        artist_of[ids] = np.fromiter(artists, dtype=np.int64, count=len(tracks))
+        listens = load_listen_columns(engine, artist_of)
+        bounds = (settings.min_play_ms, int(settings.session_gap_minutes * 60))
+        positions, starts = session_arrays(
+            listens.end_ts, listens.ms_played, listens.track_id, min_ms=bounds[0], gap_s=bounds[1]
         )
-        by_session = [[p.track_id for p in s] for s in sessions]
-        transitions = TransitionCounts(by_session)
-        plays = [t for s in by_session for t in s]
+        in_order = listens.track_id[positions]
+        lengths = np.diff(np.append(starts, positions.size))
+        transitions = TransitionCounts.from_arrays(in_order, lengths)
+        plays = in_order.tolist()
+        edges = [*starts.tolist(), len(plays)]
+        by_session = [plays[a:b] for a, b in pairwise(edges)]
         return cls(
             tracks, load_uri_aliases(engine), listens, artist_of, transitions, load_track_features(engine),
-            sessions=by_session, plays=plays,
+            sessions=by_session, plays=plays, split=(bounds, positions, starts),
         )  # fmt: skip
 
     def history(self, settings: Settings) -> ListeningHistory:
@@ -133,6 +150,14 @@ class Library:
         from service.training import listener_zone_name
         from songnet_core.dataset import build_sequence
 
+        bounds = (settings.min_play_ms, int(settings.session_gap_minutes * 60))
+        x = self.listens
+        if self.split is not None and self.split[0] == bounds and isinstance(x, ListenColumns):
+            # The sessions `load` cut, as `build_sequence` cuts them (its context features
+            # aside, which a history does not hold), with the library's counts of them.
+            at = self.split[1]
+            artists, ends = x.artist_id[at].tolist(), x.end_ts[at].tolist()
+            return ListeningHistory(self.plays, artists, ends, self.sessions, self.transitions)
         seq = build_sequence(
             self.listens, tz=listener_zone_name(settings), min_ms=settings.min_play_ms,
             gap_s=int(settings.session_gap_minutes * 60),
@@ -140,16 +165,37 @@ class Library:
         return ListeningHistory.of(seq)
 
     def recent_tracks(self, since_ts: int) -> set[int]:
-        return {x.track_id for x in self.listens if x.end_ts >= since_ts}
+        x = self.listens
+        if isinstance(x, ListenColumns):
+            return set(x.track_id[x.end_ts >= since_ts].tolist())
+        return {p.track_id for p in x if p.end_ts >= since_ts}
+
+
+_URI_ALIASES = "SELECT uri, track_id FROM track_uri"
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def load_uri_aliases(engine: Engine) -> dict[str, int]:
     """Every URI seen for a track (`track_uri`), and each track's preferred URI."""
-    with Session(engine) as session:
-        aliases = dict(session.exec(select(tables.TrackUri.uri, tables.TrackUri.track_id)).all())
-        for tid, uri in session.exec(select(tables.Track.id, tables.Track.uri)).all():
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        aliases: dict[str, int] = dict(cursor.execute(_URI_ALIASES).fetchall())
+        for tid, uri in cursor.execute("SELECT id, uri FROM track").fetchall():
             if uri and tid is not None:
                 aliases.setdefault(uri, tid)
+    finally:
+        raw.close()
     return aliases
 
 
@@ -194,7 +240,13 @@ class PlaylistGenerator:
     def default_seeds(self) -> list[str]:
         """The listener's most played tracks of recent weeks, for a playlist without seeds."""
         lib = self.library
-        return most_played_seeds([x for x in lib.listens if x.ms_played >= self.min_play_ms], lib.tracks, lib.uri_aliases)
+        x = lib.listens
+        kept: Sequence[Listen]
+        if isinstance(x, ListenColumns):
+            kept = x.where(x.ms_played >= self.min_play_ms)
+        else:
+            kept = [p for p in x if p.ms_played >= self.min_play_ms]
+        return most_played_seeds(kept, lib.tracks, lib.uri_aliases)
 
     def resolve_seeds(self, seeds: Sequence[str]) -> list[TrackInfo]:
         """Each seed's track (`songnet_core.seeds.SeedError` for the first that fails)."""
@@ -327,15 +379,18 @@ def most_played_seeds(
     one per artist, each checked to resolve back to its own track."""
     if not listens:
         return []
-    latest = max(x.end_ts for x in listens)
+    if isinstance(listens, ListenColumns):
+        track_ids, end_ts = listens.track_id, listens.end_ts
+    else:
+        track_ids = np.fromiter((x.track_id for x in listens), dtype=np.int64, count=len(listens))
+        end_ts = np.fromiter((x.end_ts for x in listens), dtype=np.int64, count=len(listens))
+    latest = int(end_ts.max())
     index = SeedIndex(list(tracks.values()), uri_aliases)
     for since in (latest - RECENT_WEEKS * 7 * 86_400, None):
-        window = [x for x in listens if since is None or x.end_ts >= since]
-        counts = Counter(x.track_id for x in window)
-        last_heard = {x.track_id: x.end_ts for x in window}
+        window = slice(None) if since is None else end_ts >= since
         seeds: list[str] = []
         artists: set[int] = set()
-        for tid, _ in sorted(counts.items(), key=lambda kv: (-kv[1], -last_heard[kv[0]], kv[0])):
+        for tid in _most_played(track_ids[window], end_ts[window]):
             info = tracks.get(tid)
             if info is None or info.artist_id in artists:
                 continue
@@ -350,3 +405,14 @@ def most_played_seeds(
             if len(seeds) == n:
                 return seeds
     return seeds
+
+
+def _most_played(track_ids: npt.NDArray[np.int64], end_ts: npt.NDArray[np.int64]) -> list[int]:
+    """The distinct tracks of a window of plays, most played first, then most recently heard
+    (the end time of a track's last play in the window), then by id."""
+    ids, inverse, counts = np.unique(track_ids, return_inverse=True, return_counts=True)
+    last = np.full(ids.size, -1, dtype=np.int64)
+    np.maximum.at(last, inverse, np.arange(track_ids.size))
+    order = np.lexsort((ids, -end_ts[last], -counts))
+    ranked: list[int] = ids[order].tolist()
+    return ranked

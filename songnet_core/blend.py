@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from songnet_core.dataset import BoolArray, EncodedSequence, FloatArray, IntArray
 from songnet_core.metrics import K, Scorer, step_metrics, target_ranks
-from songnet_core.transitions import TransitionCounts
+from songnet_core.transitions import TransitionCounts, sorted_unique
 
 TOP = 50  # each scorer's list that takes part
 FUSION_K = 10.0  # reciprocal rank fusion's constant: smaller favours each list's very top
@@ -212,14 +212,21 @@ class BlendedNextTrack:
                 if len(seen) >= 4 * TOP:
                     break
         self.recent_order = list(seen)
-        kept = [np.unique(np.asarray([t for t in s if 0 <= t < size], dtype=np.int64)) for s in sessions[-sknn_sessions:]]
-        kept = [s for s in kept if s.size]
         # Session-kNN's sessions as flat arrays: tracks by session (offsets) and sessions by track.
-        self._lengths = np.asarray([s.size for s in kept], dtype=np.int64)
+        # Each of the last `sknn_sessions` sessions as its distinct tracks in [0, size),
+        # ascending; sessions left with none are dropped.
+        last = sessions[-sknn_sessions:]
+        counts = np.fromiter((len(s) for s in last), dtype=np.int64, count=len(last))
+        flat = np.fromiter(itertools.chain.from_iterable(last), dtype=np.int64, count=counts.sum())
+        owner = np.repeat(np.arange(len(last), dtype=np.int64), counts)
+        ok = (flat >= 0) & (flat < size)
+        base = max(size, 1)
+        member = sorted_unique(owner[ok] * base + flat[ok])  # (session, track)
+        owner_ids, owners = np.unique(member // base, return_inverse=True)
+        self._lengths = np.bincount(owners, minlength=owner_ids.size).astype(np.int64)
         self._offsets = np.concatenate([[0], np.cumsum(self._lengths)]).astype(np.int64)
-        self._session_flat = np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
+        self._session_flat = (member % base).astype(np.int64)
         self._session_norm = np.sqrt(self._lengths.astype(np.float64))
-        owners = np.repeat(np.arange(len(kept)), self._lengths)
         order = np.argsort(self._session_flat, kind="stable")
         self._member_track, self._member_session = self._session_flat[order], owners[order]
         self.sknn_k = sknn_k

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, overload
+
+import numpy as np
+import numpy.typing as npt
 
 # The two Spotify export formats. A play's source is wider: any name registered in
 # `songnet_core.play_sources` (an export format, or a service such as ListenBrainz).
@@ -70,6 +74,58 @@ class Listen:
     end_ts: int
     ms_played: int
     skipped: bool | None = None
+
+
+class ListenColumns(Sequence[Listen]):
+    """Stored plays as columns, read as a sequence of `Listen` (each made when asked for):
+    whole-array work reads the columns, and a library of 500k plays costs no 500k objects
+    until something iterates it. `skipped` holds 1, 0, or -1 where the export does not say."""
+
+    def __init__(
+        self,
+        play_id: npt.NDArray[np.int64],
+        track_id: npt.NDArray[np.int64],
+        artist_id: npt.NDArray[np.int64],
+        end_ts: npt.NDArray[np.int64],
+        ms_played: npt.NDArray[np.int64],
+        skipped: npt.NDArray[np.int8],
+    ) -> None:
+        self.play_id, self.track_id, self.artist_id = play_id, track_id, artist_id
+        self.end_ts, self.ms_played, self.skipped = end_ts, ms_played, skipped
+
+    def __len__(self) -> int:
+        return len(self.play_id)
+
+    def where(self, mask: npt.NDArray[np.bool_]) -> ListenColumns:
+        """The plays where `mask` holds, in order."""
+        return ListenColumns(
+            self.play_id[mask], self.track_id[mask], self.artist_id[mask], self.end_ts[mask],
+            self.ms_played[mask], self.skipped[mask],
+        )  # fmt: skip
+
+    @overload
+    def __getitem__(self, i: int) -> Listen: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Listen]: ...
+
+    def __getitem__(self, i: int | slice) -> Listen | list[Listen]:
+        n = len(self)
+        if isinstance(i, slice):
+            return list(self._listens(np.arange(*i.indices(n))))
+        if not -n <= i < n:
+            raise IndexError(i)
+        return next(self._listens(np.asarray([i % n])))
+
+    def __iter__(self) -> Iterator[Listen]:
+        return self._listens(slice(None))
+
+    def _listens(self, part: slice | npt.NDArray[np.int64]) -> Iterator[Listen]:
+        for play_id, track_id, artist_id, end_ts, ms, skip in zip(
+            self.play_id[part].tolist(), self.track_id[part].tolist(), self.artist_id[part].tolist(),
+            self.end_ts[part].tolist(), self.ms_played[part].tolist(), self.skipped[part].tolist(), strict=True,
+        ):  # fmt: skip
+            yield Listen(play_id, track_id, artist_id, end_ts, ms, None if skip < 0 else bool(skip))
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -217,6 +217,9 @@ class LoadedModel:
     window: int  # positions the LSTM reads back (the training window)
     metrics: dict[str, float]
     info: dict[str, str | int | float]
+    _indices: tuple[Vocabulary, dict[int, int], dict[int, int]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @property
     def memory(self) -> int:
@@ -259,28 +262,57 @@ class LoadedModel:
         out: FloatArray = logp[0, -1].numpy().astype(np.float32)
         return out
 
-    def _batch(self, tracks: list[int], artists: list[int] | None, ends: list[int] | None, ctx: PlayContext, memory: int) -> Batch:
-        ci = self.vocab.class_index()
+    def indices(self) -> tuple[dict[int, int], dict[int, int]]:
+        """`vocab.class_index()` and `vocab.artist_index()`, built once per vocabulary (callers
+        must not modify them): every scoring call reads them, and building them is most of a
+        short history's cost."""
+        cached = self._indices
+        if cached is None or cached[0] is not self.vocab:
+            vocab = self.vocab
+            cached = self._indices = (vocab, vocab.class_index(), vocab.artist_index())
+        return cached[1], cached[2]
+
+    def _batch(
+        self,
+        tracks: list[int],
+        artists: list[int] | None,
+        ends: list[int] | None,
+        ctx: PlayContext,
+        memory: int,
+        row_cache: dict[tuple[str, bool, int, int | None], list[float]] | None = None,
+    ) -> Batch:
+        ci, ai = self.indices()
         cls = np.asarray([ci.get(t, -1) for t in tracks], dtype=np.int64)
         if artists is not None:
-            enc = self.vocab.encode(np.asarray(tracks, dtype=np.int64), np.asarray(artists, dtype=np.int64))
-            art = np.where(cls >= 0, self.vocab.artist[np.maximum(cls, 0)], enc.artist)
+            # As `vocab.encode` gives them: the artist index, 0 where unknown.
+            known_artist = np.asarray([ai.get(int(a), 0) for a in artists], dtype=np.int64)
+            art = np.where(cls >= 0, self.vocab.artist[np.maximum(cls, 0)], known_artist)
         else:
             art = np.where(cls >= 0, self.vocab.artist[np.maximum(cls, 0)], 0)
         own = np.where(cls >= 0, self.vocab.own[np.maximum(cls, 0)], 0)
         zone = ZoneInfo(ctx.tz)
         rows = []
+        # A row depends on the end time and the one before alone: a caller that builds many
+        # batches over one history (the stepper past its window) keeps them in `row_cache`.
+        cache: dict[tuple[str, bool, int, int | None], list[float]] = {} if row_cache is None else row_cache
         if ends is None:
             # Back to back at ctx.ts: one context for all, a typical play's length apart.
             for i in range(len(tracks)):
-                row = context_features(ctx.ts, None if i == 0 else ctx.ts, TYPICAL_PLAY_MS, None, zone)
-                row[4] = row[5] = 1.0 if i == 0 else 0.0  # a long gap before the first: a new session
+                row = cache.get((ctx.tz, False, ctx.ts, None if i == 0 else ctx.ts))
+                if row is None:
+                    row = context_features(ctx.ts, None if i == 0 else ctx.ts, TYPICAL_PLAY_MS, None, zone)
+                    row[4] = row[5] = 1.0 if i == 0 else 0.0  # a long gap before the first: a new session
+                    cache[(ctx.tz, False, ctx.ts, None if i == 0 else ctx.ts)] = row
                 rows.append(row)
             hours = (np.arange(len(tracks)) - (len(tracks) - 1)) * (TYPICAL_PLAY_MS / 3_600_000)
         else:
             for i, end in enumerate(ends):
-                row = context_features(end, None if i == 0 else ends[i - 1], TYPICAL_PLAY_MS, None, zone)
-                row[5] = 1.0 if i == 0 or end - ends[i - 1] > SESSION_GAP_S else 0.0
+                prev = None if i == 0 else ends[i - 1]
+                row = cache.get((ctx.tz, True, end, prev))
+                if row is None:
+                    row = context_features(end, prev, TYPICAL_PLAY_MS, None, zone)
+                    row[5] = 1.0 if prev is None or end - prev > SESSION_GAP_S else 0.0
+                    cache[(ctx.tz, True, end, prev)] = row
                 rows.append(row)
             hours = (np.asarray(ends, dtype=np.float64) - ends[-1]) / 3600.0
         return Batch(

@@ -13,7 +13,7 @@ prefix) is the `history` each `scores` call is given.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -38,6 +38,9 @@ class ListeningHistory:
     artist_ids: Sequence[int]
     end_ts: Sequence[int]
     sessions: Sequence[Sequence[int]]  # the same plays' track ids, by session
+    # `TransitionCounts(sessions)` where the caller has built it already (the library has);
+    # else the blend counts them.
+    transitions: TransitionCounts | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def of(cls, seq: ListeningSequence, sessions: int | None = None) -> ListeningHistory:
@@ -161,9 +164,10 @@ def model_scorer(
 
 def blended_scorer(model: ModelNextTrack, history: ListeningHistory, weights: Mapping[str, float]) -> BlendedNextTrack:
     """`model` fused with the baselines of `history` under `weights`."""
-    return BlendedNextTrack(
-        model, TransitionCounts(history.sessions), history.sessions, history.track_ids, weights, size=model.size
-    )
+    transitions = history.transitions
+    if transitions is None:
+        transitions = TransitionCounts(history.sessions)
+    return BlendedNextTrack(model, transitions, history.sessions, history.track_ids, weights, size=model.size)
 
 
 def songnet_scorer(

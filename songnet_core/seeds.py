@@ -53,7 +53,7 @@ class SeedIndex:
     def __init__(self, tracks: Sequence[TrackInfo], uri_aliases: Mapping[str, int] | None = None) -> None:
         self.tracks = list(tracks)
         self._by_id = {t.track_id: t for t in self.tracks}
-        self._by_key = {track_key(t.artist, t.title): t for t in self.tracks}
+        self._keys: dict[str, TrackInfo] | None = None  # built on the first "Artist - Title"
         self._by_uri: dict[str, TrackInfo] = {}
         for uri, tid in (uri_aliases or {}).items():
             if tid in self._by_id:
@@ -62,6 +62,14 @@ class SeedIndex:
             if t.uri:
                 self._by_uri.setdefault(t.uri, t)
         self._names: list[str] | None = None
+
+    @property
+    def _by_key(self) -> dict[str, TrackInfo]:
+        """Tracks by `track_key` (the last of equal keys), normalised only when a seed is
+        written as text: a URI seed, the daemon's default, needs none."""
+        if self._keys is None:
+            self._keys = {track_key(t.artist, t.title): t for t in self.tracks}
+        return self._keys
 
     def resolve(self, seed: str) -> TrackInfo:
         text = seed.strip()

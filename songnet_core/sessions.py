@@ -18,6 +18,9 @@ from collections.abc import Callable, Hashable, Iterable
 from itertools import pairwise
 from typing import Protocol, TypeVar
 
+import numpy as np
+import numpy.typing as npt
+
 DEFAULT_MIN_MS = 30_000
 DEFAULT_GAP_S = 1800
 
@@ -100,3 +103,31 @@ def count_sessions(end_times: Iterable[int], *, gap_s: int = DEFAULT_GAP_S) -> i
     at `end_times`, without building them: for stats over a whole library."""
     ends = sorted(end_times)
     return (1 if ends else 0) + sum(1 for a, b in pairwise(ends) if b - a > gap_s)
+
+
+def session_arrays(
+    end_ts: npt.NDArray[np.int64],
+    ms_played: npt.NDArray[np.int64],
+    track_ids: npt.NDArray[np.int64],
+    *,
+    min_ms: int = DEFAULT_MIN_MS,
+    gap_s: int = DEFAULT_GAP_S,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """`split_sessions(plays, min_ms=..., gap_s=...)` (repeats collapsed by track id, no
+    `max_len_s`) over plays given as columns, without an object per play: the positions in
+    the columns of the plays it returns, session after session, and the index among them
+    where each session starts."""
+    if gap_s < 0:
+        raise ValueError(f"gap_s must be >= 0, got {gap_s}")
+    kept = np.flatnonzero(ms_played >= min_ms)
+    # Stably, as `sorted`: equal times keep their order.
+    kept = kept[np.argsort(end_ts[kept], kind="stable")]
+    ends, tracks = end_ts[kept], track_ids[kept]
+    new = np.ones(kept.size, dtype=bool)
+    new[1:] = ends[1:] - ends[:-1] > gap_s
+    # A play of the track of the kept play before it, in the same session, is a repeat.
+    repeat = np.zeros(kept.size, dtype=bool)
+    repeat[1:] = (tracks[1:] == tracks[:-1]) & ~new[1:]
+    positions: npt.NDArray[np.int64] = kept[~repeat].astype(np.int64)
+    starts: npt.NDArray[np.int64] = np.flatnonzero(new[~repeat]).astype(np.int64)
+    return positions, starts

@@ -22,24 +22,32 @@ from torch import Tensor
 from songnet_core.dataset import FloatArray, context_features
 from songnet_core.model import SESSION_GAP_S, TYPICAL_PLAY_MS, LoadedModel, PlayContext
 
+# Past the window, the rows of the window's last steps that the products with every class run
+# over (`ModelStepper._past_window`): enough that the BLAS takes the kernel it takes for a
+# whole window.
+LAST_ROWS = 8
+
 
 class ModelStepper:
-    """`LoadedModel.next_scores` for a history that grows at its end between calls."""
+    """`LoadedModel.next_scores` for a history that grows at its end between calls (or goes
+    back to a prefix of what it read, and grows from there)."""
 
     def __init__(self, model: LoadedModel) -> None:
         self.model = model
         self.net = model.module
         self.net.eval()
-        self._class_index = model.vocab.class_index()
-        self._artist_index = model.vocab.artist_index()
         with torch.no_grad():
             self._vectors = self.net.class_vectors()  # [C, dim]
             self._vectors_t = self._vectors.T.contiguous()  # [dim, C]: a 3x faster product
         self._recency: dict[int, Tensor] = {}  # back to back, the bias depends on length only
+        self._class_index, self._artist_index = model.indices()
+        # Context rows past the window, by (zone, end times given, end, end before).
+        self._rows: dict[tuple[str, bool, int, int | None], list[float]] = {}
         self._reset(None)
 
     def _reset(self, context: PlayContext | None) -> None:
         self._history: list[int] = []
+        self._artists: list[int] = []
         self._ends: list[int] | None = None
         self._context = context
         self._zone = ZoneInfo(context.tz) if context is not None else None
@@ -49,6 +57,17 @@ class ModelStepper:
         self._keys: list[Tensor] = []
         self._cls: list[int] = []
         self._same_row: Tensor | None = None  # back to back, every row after the first is one
+        # (LSTM state, output, input vector) after each track fed: a history that shares only
+        # a prefix with the last one (the next playlist after the same plays and seeds) goes
+        # on from there.
+        self._after: list[tuple[tuple[Tensor, Tensor] | None, Tensor | None, Tensor | None]] = []
+
+    def _back_to(self, n: int) -> None:
+        """The state after the first `n` tracks fed (0 < n < those fed)."""
+        self._state, self._h, self._prev_e = self._after[n - 1]
+        del self._after[n:], self._history[n:], self._artists[n:], self._keys[n:], self._cls[n:]
+        if self._ends is not None:
+            del self._ends[n:]
 
     def next_scores(
         self,
@@ -65,20 +84,19 @@ class ModelStepper:
         if not hist:
             raise ValueError("next_scores needs at least one track of history")
         if len(hist) > self.model.window:  # past the window the LSTM reads: the model's own way
-            return self.model.next_scores(hist, ctx, history_artist_ids=history_artist_ids, history_end_ts=history_end_ts)
+            return self._past_window(hist, ctx, history_artist_ids, history_end_ts)
         artists = list(history_artist_ids) if history_artist_ids is not None else [-1] * len(hist)
         ends = list(history_end_ts) if history_end_ts is not None else None
-        n = len(self._history)
-        if (
-            ctx != self._context
-            or len(hist) < n
-            or hist[:n] != self._history
-            or (ends is None) != (self._ends is None)
-            or (ends is not None and self._ends is not None and ends[:n] != self._ends)
-        ):
+        n = 0  # tracks of `hist` already fed
+        if ctx == self._context and (ends is None) == (self._ends is None):
+            n = min(_shared(hist, self._history), _shared(artists, self._artists))
+            if ends is not None and self._ends is not None:
+                n = min(n, _shared(ends, self._ends))
+        if n == 0:
             self._reset(ctx)
             self._ends = [] if ends is not None else None
-            n = 0
+        elif n < len(self._history):
+            self._back_to(n)
         with torch.no_grad():
             for i in range(n, len(hist)):
                 if ends is not None and self._ends is not None:
@@ -87,7 +105,64 @@ class ModelStepper:
                 else:
                     self._feed(hist[i], artists[i], None, None, first=(i == 0))
                 self._history.append(hist[i])
+                self._artists.append(artists[i])
             return self._scores()
+
+    def _past_window(
+        self,
+        hist: list[int],
+        ctx: PlayContext,
+        artists: Sequence[int] | None,
+        ends: Sequence[int] | None,
+    ) -> FloatArray:
+        """`LoadedModel.next_scores(hist, ...)`, the same numbers to the bit (a test holds it
+        to that), without its dense work for every window step but the last.
+
+        `SongNet.forward` scores every step of the window; only the last is asked for. Here
+        everything up to the LSTM's states and each linear layer run as there, over the whole
+        window, and the products with every class (the class vectors, the copy expert's keys)
+        over the last `LAST_ROWS` steps: a product over a handful of rows can take another
+        kernel of the BLAS, whose sums round differently, and the last row of a product over
+        `LAST_ROWS` rows is the last row of the product over all of them. What follows works
+        row by row, on the last row alone."""
+        model, net = self.model, self.net
+        n = min(len(hist), model.window + model.memory)
+        if len(self._rows) > 100_000:  # a long-lived stepper over many histories
+            self._rows.clear()
+        x = model._batch(
+            hist[-n:], list(artists)[-n:] if artists is not None else None, list(ends)[-n:] if ends is not None else None,
+            ctx, memory=max(0, n - model.window), row_cache=self._rows,
+        )  # fmt: skip
+        with torch.no_grad():
+            m = x.memory
+            e_all = net.embed(x)
+            h, _ = net.lstm(
+                torch.tanh(net.inp(torch.cat([e_all[:, m:], x.context[:, m:]], dim=-1)))
+            )
+            t = h.shape[1]
+            first = max(t - LAST_ROWS, 0)
+            logits = (net.out(h)[:, first:] @ self._vectors.T + net.bias)[:, -1:]  # [1, 1, C]
+            if not net.cfg.copy:
+                return np.asarray(F.log_softmax(logits, dim=-1)[0, -1].numpy(), dtype=np.float32)
+            prev = torch.cat([torch.zeros_like(e_all[:, :1]), e_all[:, :-1]], dim=1)
+            keys = net.key(torch.cat([e_all, prev, x.context], dim=-1))  # [1, M+T, dim]
+            att = net.query(h)[:, first:] @ keys.transpose(1, 2) / math.sqrt(net.cfg.dim)
+            att = att[:, -1:]  # [1, 1, M+T]
+            n_keys = keys.shape[1]
+            q = m + t - 1  # the last step among the keys
+            steps = (torch.arange(1) + q)[:, None] - torch.arange(n_keys)[None, :]
+            hours = x.hours[:, q:, None] - x.hours[:, None, :]
+            att = att + net.recency_bias(steps, hours)
+            allowed = (steps >= 0)[None] & (x.cls >= 0)[:, None, :]
+            attn = torch.softmax(att.masked_fill(~allowed, float("-inf")), dim=-1).nan_to_num(0.0)
+            g = net.gate(h)[:, -1:]
+            log_explore, log_copy = F.logsigmoid(g), F.logsigmoid(-g)
+            index = x.cls.clamp(min=0)[:, None, :]
+            copy = torch.zeros_like(logits).scatter_add_(2, index, attn)
+            logp = torch.logaddexp(
+                log_explore + F.log_softmax(logits, dim=-1), log_copy + copy.clamp(min=1e-12).log()
+            )
+            return np.asarray(logp[0, -1].numpy().astype(np.float32), dtype=np.float32)
 
     def _feed(self, track: int, artist: int, end: int | None, prev_end: int | None, *, first: bool = False) -> None:
         net = self.net
@@ -118,6 +193,7 @@ class ModelStepper:
             self._keys.append(net.key(torch.cat([e, prev, context])))
             self._cls.append(c)
         self._prev_e = e
+        self._after.append((self._state, self._h, self._prev_e))
 
     def _scores(self) -> FloatArray:
         net, h = self.net, self._h
@@ -237,3 +313,13 @@ class ModelStepper:
             logp = torch.where(inside_row & ~held, base, copied)
             out_np = np.asarray(logp.numpy(), dtype=np.float32)
         return [out_np[r] for r in range(len(lengths))]
+
+
+def _shared(a: Sequence[int], b: Sequence[int]) -> int:
+    """The length of the longest common prefix of `a` and `b`."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n

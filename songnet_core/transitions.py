@@ -23,8 +23,22 @@ class TransitionCounts:
         lists = [list(s) for s in sessions]
         lengths = np.fromiter((len(s) for s in lists), dtype=np.int64, count=len(lists))
         tracks = np.fromiter((t for s in lists for t in s), dtype=np.int64, count=int(lengths.sum()))
-        session = np.repeat(np.arange(len(lists), dtype=np.int64), lengths)
-        self.session_count = len(lists)
+        self._build(tracks, lengths)
+
+    @classmethod
+    def from_arrays(cls, tracks: IntArray, lengths: IntArray) -> TransitionCounts:
+        """The counts of the sessions laid end to end in `tracks`, `lengths[i]` tracks in
+        session i: `TransitionCounts(sessions)` without a list per session."""
+        out = cls.__new__(cls)
+        out._build(np.asarray(tracks, dtype=np.int64), np.asarray(lengths, dtype=np.int64))
+        return out
+
+    def _build(self, tracks: IntArray, lengths: IntArray) -> None:
+        if int(lengths.sum()) != tracks.size:
+            raise ValueError("session lengths do not add up to the tracks given")
+        n_sessions = len(lengths)
+        session = np.repeat(np.arange(n_sessions, dtype=np.int64), lengths)
+        self.session_count = n_sessions
         self._base = int(tracks.max(initial=0)) + 1
         self.plays: IntArray = np.bincount(tracks, minlength=self._base).astype(np.int64) if tracks.size else np.zeros(1, dtype=np.int64)
 
@@ -32,9 +46,9 @@ class TransitionCounts:
         pair_keys = tracks[:-1][same] * self._base + tracks[1:][same]
         self._pair_keys, self._pair_counts = np.unique(pair_keys, return_counts=True)
 
-        member = np.unique(tracks * max(len(lists), 1) + session)  # (track, session), sorted
-        self._member_track = member // max(len(lists), 1)
-        self._member_session = member % max(len(lists), 1)
+        member = sorted_unique(tracks * max(n_sessions, 1) + session)  # (track, session)
+        self._member_track = member // max(n_sessions, 1)
+        self._member_session = member % max(n_sessions, 1)
 
     def play_count(self, track: int) -> int:
         return int(self.plays[track]) if 0 <= track < self.plays.size else 0
@@ -67,3 +81,13 @@ class TransitionCounts:
         if sa.size == 0 or sb.size == 0:
             return 0
         return int(np.intersect1d(sa, sb, assume_unique=True).size)
+
+
+def sorted_unique(values: IntArray) -> IntArray:
+    """`np.unique(values)` by a sort: numpy's unique without counts takes a hash table, several
+    times slower on a library's 500k keys."""
+    ordered = np.sort(values)
+    keep = np.ones(ordered.size, dtype=bool)
+    keep[1:] = ordered[1:] != ordered[:-1]
+    out: IntArray = ordered[keep]
+    return out

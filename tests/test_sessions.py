@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import pairwise
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from songnet_core.history import Listen, Play
-from songnet_core.sessions import count_sessions, split_sessions, track_identity
+from songnet_core.sessions import count_sessions, session_arrays, split_sessions, track_identity
 
 
 def listen(play_id: int, track_id: int, end_ts: int, ms_played: int = 200_000) -> Listen:
@@ -178,3 +179,23 @@ def test_without_collapsing_every_kept_play_is_in_exactly_one_session(plays: lis
 def test_count_sessions_agrees_with_split_sessions(plays: list[Listen], gap_s: int) -> None:
     long_enough = [p.end_ts for p in plays if p.ms_played >= 30_000]
     assert count_sessions(long_enough, gap_s=gap_s) == len(split_sessions(plays, gap_s=gap_s))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    plays=histories(),
+    min_ms=st.sampled_from([0, 30_000, 100_000]),
+    gap_s=st.sampled_from([0, 60, 1800]),
+)
+def test_session_arrays_cut_what_split_sessions_cuts(
+    plays: list[Listen], min_ms: int, gap_s: int
+) -> None:
+    sessions = split_sessions(plays, min_ms=min_ms, gap_s=gap_s)
+    names = ("end_ts", "ms_played", "track_id")
+    columns = [np.asarray([getattr(p, c) for p in plays], dtype=np.int64) for c in names]
+    positions, starts = session_arrays(*columns, min_ms=min_ms, gap_s=gap_s)
+    got = [plays[i].play_id for i in positions.tolist()]
+    assert got == [p.play_id for s in sessions for p in s]
+    assert starts.tolist() == np.cumsum([0, *(len(s) for s in sessions)])[:-1].tolist()
+    with pytest.raises(ValueError):
+        session_arrays(*columns, gap_s=-1)

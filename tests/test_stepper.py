@@ -120,3 +120,102 @@ def test_every_prefix_at_once_reads_like_next_scores_inside_and_past_the_window(
     stepper = ModelStepper(model)
     for m, row in sorted(zip(lengths, got, strict=True), key=lambda x: x[0]):
         same_distribution(row, stepper.next_scores(history[:m], ctx, history_artist_ids=artists[:m], history_end_ts=ends[:m]))
+
+
+def full_size_model(
+    *, copy: bool, features: int, n_classes: int = 3000, seed: int = 0
+) -> LoadedModel:
+    """A model of the default shape (64-d vectors, a 128-d LSTM, a 128-step window and a
+    memory): the products take the kernels the daemon's model takes."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    vocab = Vocabulary(
+        track_ids=np.arange(100, 100 + n_classes, dtype=np.int64),
+        counts=np.arange(n_classes, 0, -1, dtype=np.int64),
+        own=np.asarray([i + 1 if i < n_classes // 2 else 0 for i in range(n_classes)]),
+        artist=rng.integers(1, 301, n_classes).astype(np.int64),
+        artist_ids=np.asarray([-1, *range(500, 800)], dtype=np.int64),
+        min_count=2,
+    )
+    cfg = ModelConfig(
+        n_classes=n_classes, n_own=vocab.n_own, n_artists=vocab.n_artists, n_context=N_CONTEXT,
+        n_track_features=features, dim=64, hidden=128, dropout=0.2, copy=copy, memory=300,
+    )  # fmt: skip
+    feats = torch.rand(n_classes, features) if features else None
+    net = SongNet(cfg, torch.from_numpy(vocab.own), torch.from_numpy(vocab.artist), feats)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    net.eval()
+    return LoadedModel(net, vocab, 128, {}, {})
+
+
+@pytest.mark.parametrize(
+    ("copy", "features", "threads"), [(True, 14, 1), (True, 0, 2), (False, 14, 1)]
+)
+def test_past_the_window_the_stepper_gives_next_scores_to_the_bit(
+    copy: bool, features: int, threads: int
+) -> None:
+    # What is ranked must not move: past the window the stepper skips the dense work of every
+    # window step but the last, and must still give exactly the model's numbers.
+    model = full_size_model(copy=copy, features=features)
+    stepper = ModelStepper(model)
+    rng = np.random.default_rng(5)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for trial in range(8):
+            # Past the window, and every fourth past window and memory together.
+            n = int(rng.integers(129, 200) if trial % 4 else rng.integers(429, 460))
+            history = rng.integers(100, 100 + 3000, n).tolist()
+            history[-2] = 7  # not a class
+            artists = rng.integers(499, 805, n).tolist() if trial % 3 else None
+            ends = None
+            if trial % 2:
+                ends = np.sort(rng.integers(1_690_000_000, 1_700_000_000, n)).tolist()
+            ctx = PlayContext(ts=1_700_000_000 + trial, tz="Europe/Berlin")
+            # The history, then one track shorter: the second reads context rows it has seen.
+            for m in (n, n - 1):
+                kw = {
+                    "history_artist_ids": artists[:m] if artists else None,
+                    "history_end_ts": ends[:m] if ends else None,
+                }
+                want = model.next_scores(history[:m], ctx, **kw)
+                got = stepper.next_scores(history[:m], ctx, **kw)
+                assert got.dtype == want.dtype and np.array_equal(got, want), (trial, m)
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("with_ends", [True, False])
+def test_a_history_that_shares_a_prefix_goes_on_from_it_to_the_same_numbers(with_ends: bool) -> None:
+    # The next playlist after the same plays and seeds: the stepper goes back to the shared
+    # prefix instead of reading everything again, and gives what a fresh stepper gives.
+    model = random_model(copy=True, features=3, window=64)
+    stepper = ModelStepper(model)
+    rng = np.random.default_rng(2)
+    ctx = PlayContext(ts=1_700_011_000, tz="Europe/Berlin")
+    base = rng.integers(100, 140, 12).tolist()
+    histories = [
+        base,
+        [*base[:7], 7, 120, 121],  # goes back to 7 tracks, then a track outside the vocabulary
+        [*base[:7], 7, 120, 122, 123],
+        base[:3],  # shorter than what was fed
+        [*base[:3], 130],
+        [101, *base[1:6]],  # nothing shared
+        [101, *base[1:6], 139],
+    ]
+    for h in histories:
+        artists = [500 + t % 7 for t in h]
+        ends = [1_700_000_000 + 300 * i for i in range(len(h))] if with_ends else None
+        kw = {"history_artist_ids": artists, "history_end_ts": ends}
+        got = stepper.next_scores(h, ctx, **kw)
+        want = ModelStepper(model).next_scores(h, ctx, **kw)
+        assert np.array_equal(got, want), h
+        same_distribution(got, model.next_scores(h, ctx, **kw))
+    # Other end times for the same tracks: read again from where they differ.
+    h = histories[-1]
+    ends = [1_700_000_000 + 300 * i + (5000 if i >= 4 else 0) for i in range(len(h))]
+    kw = {"history_artist_ids": [500] * len(h), "history_end_ts": ends}
+    want = ModelStepper(model).next_scores(h, ctx, **kw)
+    assert np.array_equal(stepper.next_scores(h, ctx, **kw), want)
