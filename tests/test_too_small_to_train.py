@@ -10,7 +10,7 @@ import pytest
 
 from service import model_store
 from service.db import open_database
-from service.jobs import OK, SKIPPED, Jobs
+from service.jobs import FAILED, OK, SKIPPED, Jobs
 from service.playlists import RULES_RANKER, PlaylistGenerator
 from service.settings import PlaylistConfig, load_settings
 from service.training import MIN_TRAIN_SESSIONS, TrainingError, train_and_maybe_promote
@@ -91,22 +91,32 @@ def test_the_threshold_is_what_training_needs(tmp_path: Path) -> None:
 
 
 def test_a_failed_training_leaves_the_rules_in_place(tmp_path: Path) -> None:
-    """Enough sessions, but no training has succeeded: the rules rank, status says why."""
+    """Enough sessions, but the training failed (its child over a 256 MB cap): the rules rank
+    the playlists, and status says why there is no model."""
     tiny_export(tmp_path / "exports", MIN_TRAIN_SESSIONS + 1)
-    settings = load_settings(data_dir=tmp_path / "data", export_dir=tmp_path / "exports")
+    settings = load_settings(
+        data_dir=tmp_path / "data", export_dir=tmp_path / "exports", playlists=[], train_memory_mb=256
+    )
     engine = open_database(settings.data_dir)
     try:
-        assert Jobs(settings, engine).import_files(sorted((tmp_path / "exports").iterdir())).outcome == OK
+        jobs = Jobs(settings, engine)
+        assert jobs.import_files(sorted((tmp_path / "exports").iterdir())).outcome == OK
+        assert jobs.train(reason="test").outcome == FAILED
+        assert model_store.promoted_model(engine) is None
+        assert jobs.publish("weekly", reason="test").outcome == OK
         generator = PlaylistGenerator.from_promoted(engine, settings)
         assert generator.ranker == RULES_RANKER and generator.model_version is None
         playlist = generator.generate(PlaylistConfig(name="rules", seeds=[], length=10), now=START + 30 * 86_400)
         assert playlist.ranker == RULES_RANKER and len(playlist.tracks) == 10
     finally:
         engine.dispose()
+    (written,) = (settings.data_dir / "playlists").glob("*.json")
+    assert json.loads(written.read_text())["ranker"] == "rules"
     env = songnet_env(tmp_path / "data", tmp_path / "exports")
-    report = json.loads(run_songnet(["status", "--json"], env).stdout)
-    assert report["no_model"]["sessions"] == MIN_TRAIN_SESSIONS + 1
-    assert "enough to train" in report["no_model"]["reason"] and "simple rules" in report["no_model"]["reason"]
+    no_model = json.loads(run_songnet(["status", "--json"], env).stdout)["no_model"]
+    assert no_model["sessions"] == MIN_TRAIN_SESSIONS + 1 and no_model["playlists"] == "rules"
+    assert "the last training failed (ChildJobError: " in no_model["reason"]
+    assert "simple rules" in no_model["reason"]
 
 
 def test_a_library_with_a_promoted_model_still_uses_the_model(tmp_path: Path) -> None:
