@@ -14,7 +14,8 @@ sessions before them (validation sessions it did see are left out of the compari
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -185,10 +186,11 @@ def train_and_maybe_promote(
         # The promoted model as it was before its own refit: it never saw these sessions.
         until = current_info.metrics.get("validation_trained_until_ts", current_info.metrics.get("trained_until_ts"))
         # What ships is compared: each LSTM fused with the baselines under its own weights.
-        cmp = compare_on_split(
-            Ranker(new_val, blend_weights(metrics)), Ranker(current, blend_weights(current_info.metrics)),
-            seq, val_first, n_train, zone=zone, current_trained_until_ts=int(until) if until is not None else None,
-        )  # fmt: skip
+        with one_torch_thread():
+            cmp = compare_on_split(
+                Ranker(new_val, blend_weights(metrics)), Ranker(current, blend_weights(current_info.metrics)),
+                seq, val_first, n_train, zone=zone, current_trained_until_ts=int(until) if until is not None else None,
+            )  # fmt: skip
         outcome.current_hr10, outcome.new_hr10_same_steps, outcome.compared_steps = (
             cmp.current_hr10, cmp.new_hr10, cmp.steps,
         )  # fmt: skip
@@ -238,6 +240,21 @@ def train_and_maybe_promote(
     return outcome
 
 
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """The ranker's LSTM steps one session at a time: each op is too small to share out, and
+    on a busy machine a second thread mostly waits (measured on account-d under a load of ~8
+    on 2 cores: the promotion comparison took 75-100 s with 2 threads, 1.0-1.1 s with one)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _features_stale(engine: Engine, watermark: int) -> bool:
     """Whether the feature cache misses plays (it is rebuilt on import; this is the safety net)."""
     with Session(engine) as session:
@@ -262,7 +279,8 @@ def _blend_weights(
     positions = target_positions(seq, weights_first, n_train)
     if len(positions) > BLEND_FIT_STEPS:
         positions = np.sort(np.random.default_rng(0).choice(positions, size=BLEND_FIT_STEPS, replace=False))
-    fitted = fit_songnet_weights(RankingLibrary(seq, zone), validation_model, positions)
+    with one_torch_thread():
+        fitted = fit_songnet_weights(RankingLibrary(seq, zone), validation_model, positions)
     if fitted is None:
         return {}
     weights = fitted[0]
