@@ -17,8 +17,9 @@ run happened, so at start-up a scheduled time that passed without a run is caugh
 Jobs: the folder watch (interval polling), a debounced retrain after imports that added at
 least `retrain_min_new_plays` plays, a periodic retrain `retrain_lead_minutes` before each
 weekly run, the weekly run on `SONGNET_SCHEDULE` (standard cron, in `SONGNET_TIMEZONE`), and
-the heartbeat. When the first model is promoted and no playlist was ever generated, the
-playlists are generated at once. A sink's deferral (Spotify's rate limit or quota, say)
+the heartbeat. When the first model is promoted, or a library too small to train came in and
+no playlist was ever generated (its playlists come from the simple rules until a model
+exists), the playlists are generated at once. A sink's deferral (Spotify's rate limit or quota, say)
 schedules one retry (`sync-retry`) at the earliest time a sink named; each sink then gets
 again what it deferred.
 
@@ -53,7 +54,7 @@ from sqlalchemy import Engine
 from service import kv
 from service.cron import parse_crontab
 from service.export_folder import ExportFolder
-from service.jobs import DEFERRED, FAILED, JobRun, Jobs
+from service.jobs import DEFERRED, FAILED, SKIPPED, JobRun, Jobs
 from service.logging import register_secret
 from service.settings import Settings
 from service.sources import any_configured
@@ -391,9 +392,14 @@ class Daemon:
                 has_model=has_model,
             )
             return None
+        had_model = self.jobs.has_promoted_model()
         run = self.jobs.train(reason=reason)
-        if run.counts.get("promoted") and not self.jobs.ever_generated():
+        if run.counts.get("promoted") and (not had_model or not self.jobs.ever_generated()):
+            # The first model: its playlists now, replacing the simple rules' if there were any.
             self.first_playlists()
+        elif run.outcome == SKIPPED and not self.jobs.ever_generated():
+            # Too small to train: the simple rules' playlists now, not next week.
+            self.first_playlists(reason="library too small to train; simple rules")
         return run
 
     def retry_hint(self, job: str) -> str | None:
@@ -409,9 +415,10 @@ class Daemon:
         )
         return f"the promoted model stays in use; training is tried again {when}"
 
-    def first_playlists(self) -> JobRun:
-        """A new user's first playlists, right after the first model (not next Monday)."""
-        run = self.jobs.publish("first-playlists", reason="first model promoted")
+    def first_playlists(self, reason: str = "first model promoted") -> JobRun:
+        """A new user's first playlists, right after the first model or after a library too
+        small to train came in (not next Monday)."""
+        run = self.jobs.publish("first-playlists", reason=reason)
         self._after_publish(run)
         return run
 
@@ -627,7 +634,9 @@ class Daemon:
     ) -> int:
         """Import, train if needed, generate and write, then return an exit code.
 
-        0: done; 1: a step failed; 3: done but a sink (Spotify) deferred a playlist's write.
+        0: done (with no model yet, the playlists come from the simple rules); 1: a step
+        failed, or there are no plays to make a playlist from; 3: done but a sink (Spotify)
+        deferred a playlist's write.
         """
         self._record_start()
         runs: list[JobRun] = []
@@ -644,9 +653,9 @@ class Daemon:
             return 0
         if any(r.outcome == FAILED for r in runs):
             return 1
-        if not self.jobs.has_promoted_model():
+        if not self.jobs.has_plays():
             log.error(
-                "no model, no playlist",
+                "no plays, no playlist",
                 hint=f"put your Spotify export into {self.settings.export_dir}",
             )
             return 1

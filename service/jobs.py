@@ -284,13 +284,29 @@ class Jobs:
             ).first()
         return found is not None
 
+    def has_plays(self) -> bool:
+        with Session(self.engine) as session:
+            return session.exec(select(tables.PlayRow.id).limit(1)).first() is not None
+
     def train(self, *, reason: str) -> JobRun:
         def body(run: JobRun) -> None:
             # In a child process: the daemon never loads torch (service/child_process.py).
             from service.child_tasks import train_in_child
+            from service.training import MIN_TRAIN_SESSIONS, listening_sessions, too_small_note
 
             new_plays, _ = self.untrained_plays()
             run.counts["new_plays"] = new_plays
+            if not self.has_promoted_model():
+                # A library too small to train is no failure: its playlists use the simple
+                # rules until it grows (once a model exists the library only grows).
+                sessions = listening_sessions(self.engine, self.settings)
+                if sessions < MIN_TRAIN_SESSIONS:
+                    run.outcome = SKIPPED
+                    run.counts.update(sessions=sessions, sessions_needed=MIN_TRAIN_SESSIONS)
+                    log.info(
+                        "library too small to train", why=too_small_note(sessions, self.settings)
+                    )
+                    return
             outcome = train_in_child(self.settings, stop=self.stop)
             run.counts.update(_train_counts(outcome))
             if getattr(outcome, "stopped", False):
@@ -307,14 +323,19 @@ class Jobs:
         """Generate the configured playlists and hand them to each sink (the files, Spotify…)."""
 
         def body(run: JobRun) -> None:
-            if not self.has_promoted_model():
+            if not self.has_plays():
                 run.outcome = SKIPPED
                 run.counts["playlists"] = 0
                 log.warning(
-                    "no model yet, so no playlists",
-                    hint=f"put your Spotify export into {self.settings.export_dir}; songnet trains once it is imported",
+                    "no plays yet, so no playlists",
+                    hint=f"put your Spotify export into {self.settings.export_dir}; songnet imports it and trains",
                 )
                 return
+            if not self.has_promoted_model():
+                log.info(
+                    "no model yet: playlists from the simple rules",
+                    why="`songnet status` says what a model needs",
+                )
             # Generated in a child process, like training; the store and the sinks stay here.
             from service.child_tasks import generate_in_child
             from service.publish import deliver, from_child

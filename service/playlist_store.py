@@ -43,6 +43,7 @@ class StoredPlaylist:
     name: str
     tracks: list[StoredTrack]
     model_version: int | None
+    ranker: str = "model"  # "rules" where no model was promoted (`GeneratedPlaylist.ranker`)
 
 
 @contextmanager
@@ -107,6 +108,7 @@ def stored_playlists(engine: Engine, model_version: int | None) -> list[StoredPl
                 for t in json.loads(row.tracks_json or "[]")
             ],
             model_version=model_version,
+            ranker="model" if model_version is not None else "rules",
         )
         for row in rows
         if not row.removed_from_config and row.last_generated_at is not None

@@ -4,7 +4,10 @@
 through `PlaylistGenerator` directly for its sampling options. A generator loads the library
 once (tracks, artists, sessions for the reasons, the feature cache) and the promoted model
 once, then generates any number of playlists: seeds resolved against the library, continued
-by the model under the playlist rules, each track with a reason.
+by the model under the playlist rules, each track with a reason. Without a promoted model (a
+library too small to train, `service.training.MIN_TRAIN_SESSIONS`, or no training succeeded
+yet) the simple rules rank instead (`ranker.rules_scorer`), and each playlist says so
+(`GeneratedPlaylist.ranker`).
 
 With no playlists configured, `default_playlist_config` gives one seeded with the listener's
 most played tracks of recent weeks.
@@ -37,7 +40,7 @@ from songnet_core.generate import (
     continue_playlist,
 )
 from songnet_core.history import Listen, ListenColumns, TrackInfo
-from songnet_core.ranker import ListeningHistory, fuses_baselines, songnet_scorer
+from songnet_core.ranker import ListeningHistory, fuses_baselines, rules_scorer, songnet_scorer
 from songnet_core.reasons import Explainer
 from songnet_core.seeds import SeedIndex
 from songnet_core.sessions import session_arrays
@@ -64,8 +67,13 @@ class NoModelError(Exception):
 
 
 class EmptyLibraryError(Exception):
-    def __init__(self) -> None:
-        super().__init__("the library holds no plays yet: import your Spotify export first (`songnet import PATH`)")
+    def __init__(self, what: str = "the library holds no plays yet") -> None:
+        super().__init__(f"{what}: import your Spotify export first (`songnet import PATH`)")
+
+
+# What ranked a playlist (`GeneratedPlaylist.ranker`, the `.json` file's "ranker").
+MODEL_RANKER = "model"  # the promoted model's full ranker (`ranker.songnet_scorer`)
+RULES_RANKER = "rules"  # no model yet: the simple rules alone (`ranker.rules_scorer`)
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,7 @@ class GeneratedPlaylist:
     public: bool = False
     requested_length: int = 0
     note: str | None = None  # e.g. why the playlist is shorter than asked
+    ranker: str = MODEL_RANKER  # RULES_RANKER: made by the simple rules, no model yet
 
 
 @dataclass
@@ -210,29 +219,44 @@ class PlaylistGenerator:
         zone: tzinfo,
         model_version: int | None,
         min_play_ms: int = 30_000,
+        ranker: str = MODEL_RANKER,
     ) -> None:
         self.library = library
         self.min_play_ms = min_play_ms
         self.scorer = scorer
         self.zone = zone
         self.model_version = model_version
+        self.ranker = ranker
         self.explainer = Explainer(library.transitions, library.tracks, library.features)
 
     @classmethod
     def from_promoted(cls, engine: Engine, settings: Settings) -> PlaylistGenerator:
-        """The promoted model over the current library (`NoModelError` when none)."""
+        """The generator of the daemon, `songnet sync` and `songnet generate`: the promoted
+        model's ranker over the current library, or, while there is no promoted model (a
+        library too small to train, a training not run or failed yet), the simple rules'
+        (`EmptyLibraryError` when the library has no plays to rank with)."""
         from service.training import listener_zone_name
 
         stored = model_store.promoted_model(engine)
         model = _cached_model(engine, stored.id) if stored is not None else None
-        if stored is None or model is None:
-            raise NoModelError()
         library = Library.load(engine, settings)
         if not library.listens:
             raise EmptyLibraryError()
+        history = library.history(settings)
+        if stored is None or model is None:
+            if not history.track_ids:
+                raise EmptyLibraryError(f"the library holds no plays of at least {settings.min_play_ms // 1000} s")
+            if stored is not None:
+                log.warning("promoted model not loadable; playlists use the simple rules", model_version=stored.id)
+            # The rules' fusion `songnet eval` reports as `fusion`, under the unfitted weights.
+            rules = rules_scorer(history, size=int(library.artist_of.size))
+            return cls(
+                library, rules, zone=settings.zone, model_version=None, min_play_ms=settings.min_play_ms,
+                ranker=RULES_RANKER,
+            )  # fmt: skip
         # The ranker `songnet eval` measures, reading the listener's whole history.
         scorer = songnet_scorer(
-            model, library.history(settings), blend_weights(stored.metrics), artist_of=library.artist_of,
+            model, history, blend_weights(stored.metrics), artist_of=library.artist_of,
             zone_name=listener_zone_name(settings),
         )  # fmt: skip
         return cls(library, scorer, zone=settings.zone, model_version=stored.id, min_play_ms=settings.min_play_ms)
@@ -296,11 +320,11 @@ class PlaylistGenerator:
             log.warning("playlist shorter than asked", playlist=config.name, tracks=len(ids), length=config.length, why=note)
         log.info(
             "playlist generated", playlist=config.name, tracks=len(ids), seeds=len(seed_ids),
-            model_version=self.model_version, ms=round((time.perf_counter() - started) * 1000, 1),
+            model_version=self.model_version, ranker=self.ranker, ms=round((time.perf_counter() - started) * 1000, 1),
         )  # fmt: skip
         return GeneratedPlaylist(
             config_id=config.id, name=config.name, tracks=tracks, model_version=self.model_version,
-            public=config.public, requested_length=config.length, note=note,
+            public=config.public, requested_length=config.length, note=note, ranker=self.ranker,
         )  # fmt: skip
 
     def _track(self, track_id: int, reason: str, is_seed: bool) -> GeneratedTrack:
@@ -356,7 +380,8 @@ def generate_for_config(
     rng_seed: int | None = None,
     now: int | None = None,
 ) -> GeneratedPlaylist:
-    """One configured playlist from the promoted model (`NoModelError`, `SeedError`)."""
+    """One configured playlist from the promoted model, or the simple rules while there is
+    none (`EmptyLibraryError`, `SeedError`)."""
     return PlaylistGenerator.from_promoted(engine, settings).generate(config, rng_seed=rng_seed, now=now)
 
 

@@ -26,6 +26,10 @@ from service.settings import slugify
 log = structlog.get_logger(__name__)
 
 PLAYLISTS_DIR = "playlists"
+RANKED_BY = {
+    "model": "the trained model fused with your simple rules",
+    "rules": "your simple rules alone (popularity, what follows what, similar sessions, repeats): no trained model yet",
+}
 
 
 def _current_umask() -> int:
@@ -72,6 +76,10 @@ def render_json(playlist: Playlist, generated_at: int) -> str:
         "name": playlist.name,
         "generated_at": datetime.fromtimestamp(generated_at, UTC).isoformat(),
         "model_version": playlist.model_version,
+        # "rules": no model yet (a library too small to train, or not trained yet); the
+        # listener's simple rules ranked it (`songnet status` says why).
+        "ranker": playlist.ranker,
+        "ranked_by": RANKED_BY.get(playlist.ranker, playlist.ranker),
         "tracks": [
             {
                 "position": i + 1,

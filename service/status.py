@@ -10,6 +10,7 @@ weekly runs and each playlist's last sync.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any
@@ -127,6 +128,8 @@ def collect_status(
             for f in imports
         ],
         "model": None if promoted is None else _model(promoted, zone),
+        # Without a promoted model: why, what makes one, and what the playlists use meanwhile.
+        "no_model": _no_model(engine, settings, int(plays), runs) if promoted is None else None,
         "latest_candidate": _model(models[0], zone) if models and not models[0].promoted else None,
         "runs": [
             {
@@ -230,6 +233,39 @@ def _model(row: tables.ModelVersion, zone: tzinfo) -> dict[str, Any]:
         "note": row.note,
         "budget_stopped": budget_note(m),
     }
+
+
+def _no_model(
+    engine: Engine, settings: Settings, plays: int, runs: Sequence[tables.RunRecord]
+) -> dict[str, Any]:
+    """Why there is no promoted model, what makes one, and what the playlists use meanwhile."""
+    from service.training import MIN_TRAIN_SESSIONS, listening_sessions, too_small_note
+
+    sessions = listening_sessions(engine, settings) if plays else 0
+    out: dict[str, Any] = {
+        "sessions": sessions,
+        "sessions_needed": MIN_TRAIN_SESSIONS,
+        "playlists": "rules" if sessions else None,
+    }
+    if not plays:
+        out["reason"] = (
+            f"no plays yet: put your Spotify export into {settings.export_dir} (or `songnet import PATH`)"
+        )
+    elif sessions < MIN_TRAIN_SESSIONS:
+        out["reason"] = f"too small to train: {too_small_note(sessions, settings)}"
+    else:
+        trainings = [r for r in runs if r.job == "train" and r.outcome is not None]
+        last = trainings[0] if trainings else None
+        if last is not None and last.outcome == "failed":
+            error = (_loads(last.detail_json) or {}).get("error") or "see the log"
+            why = f"the last training failed ({error}); it is tried again at the next import or scheduled run"
+        else:
+            why = "no training has finished yet: the daemon trains after an import (or run `songnet train`)"
+        out["reason"] = (
+            f"{sessions} listening sessions, enough to train ({MIN_TRAIN_SESSIONS} needed), but {why}. "
+            "Playlists use your simple rules until a model is promoted"
+        )
+    return out
 
 
 def budget_note(metrics: dict[str, Any]) -> str | None:

@@ -14,7 +14,8 @@ sessions before them (validation sessions it did see are left out of the compari
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -34,8 +35,34 @@ if TYPE_CHECKING:  # torch loads lazily: `songnet --help` must stay fast
     from songnet_core.train import TrainConfig, TrainProgress
 
 
+# Training needs this many listening sessions (runs of plays of at least `min_play_ms`, a
+# `session_gap_minutes` gap apart): the last one or more for validation (early stopping and the
+# blend weights), the others to fit on (`songnet_core.train.train` needs two or more). Below
+# it the library is "too small to train": its playlists come from the simple rules alone
+# (`ranker.rules_scorer`) until it grows.
+MIN_TRAIN_SESSIONS = 3
+
+
 class TrainingError(Exception):
     """Training cannot start (no plays, too few sessions); the message says what to do."""
+
+
+def listening_sessions(engine: Engine, settings: Settings) -> int:
+    """How many listening sessions training would see in the library now."""
+    from service.library import load_listens
+    from songnet_core.sessions import split_sessions
+
+    gap_s = int(settings.session_gap_minutes * 60)
+    return len(split_sessions(load_listens(engine), min_ms=settings.min_play_ms, gap_s=gap_s))
+
+
+def too_small_note(sessions: int, settings: Settings) -> str:
+    """Why a library with `sessions` sessions has no model, and what makes one."""
+    return (
+        f"{sessions} listening session(s) of plays ≥ {settings.min_play_ms // 1000} s; training needs "
+        f"{MIN_TRAIN_SESSIONS}. Playlists use your simple rules (popularity, what follows what, similar "
+        "sessions, repeats) until then; import more of your history to train a model"
+    )
 
 
 @dataclass
@@ -50,6 +77,7 @@ class TrainOutcome:
     current_hr10: float | None = None  # the promoted model's HR@10 on the same validation steps
     new_hr10_same_steps: float | None = None
     compared_steps: int = 0
+    compared: str = ""  # what the promotion compared ("ranker": both full rankers); "" when nothing
     pruned: list[int] = field(default_factory=list)
 
 
@@ -92,10 +120,11 @@ def train_and_maybe_promote(
 ) -> TrainOutcome:
     from service.features import load_feature_matrix, recompute_features
     from service.library import load_listens
+    from service.playlists import blend_weights
     from songnet_core.dataset import build_sequence
     from songnet_core.evaluate import features_before
     from songnet_core.model import save_checkpoint
-    from songnet_core.promotion import MIN_COMPARE_STEPS, compare_on_split
+    from songnet_core.promotion import MIN_COMPARE_STEPS, Ranker, compare_on_split
     from songnet_core.train import TrackFeatureTable, TrainingData, train, validation_halves
 
     cfg = config or default_train_config(settings)
@@ -107,11 +136,8 @@ def train_and_maybe_promote(
     seq = build_sequence(
         listens, tz=zone, min_ms=settings.min_play_ms, gap_s=int(settings.session_gap_minutes * 60)
     )
-    if seq.n_sessions < 3:
-        raise TrainingError(
-            f"only {seq.n_sessions} listening session(s) of plays ≥ {settings.min_play_ms // 1000} s; "
-            "import more of your history before training"
-        )
+    if seq.n_sessions < MIN_TRAIN_SESSIONS:
+        raise TrainingError(f"too small to train: {too_small_note(seq.n_sessions, settings)}")
     track_ids = np.unique(seq.track_ids)
     if _features_stale(engine, watermark):
         recompute_features(engine, tz=settings.zone)
@@ -159,12 +185,16 @@ def train_and_maybe_promote(
     else:
         # The promoted model as it was before its own refit: it never saw these sessions.
         until = current_info.metrics.get("validation_trained_until_ts", current_info.metrics.get("trained_until_ts"))
-        cmp = compare_on_split(
-            new_val, current, seq, val_first, n_train, current_trained_until_ts=int(until) if until is not None else None
-        )
+        # What ships is compared: each LSTM fused with the baselines under its own weights.
+        with one_torch_thread():
+            cmp = compare_on_split(
+                Ranker(new_val, blend_weights(metrics)), Ranker(current, blend_weights(current_info.metrics)),
+                seq, val_first, n_train, zone=zone, current_trained_until_ts=int(until) if until is not None else None,
+            )  # fmt: skip
         outcome.current_hr10, outcome.new_hr10_same_steps, outcome.compared_steps = (
             cmp.current_hr10, cmp.new_hr10, cmp.steps,
         )  # fmt: skip
+        outcome.compared = cmp.compared
         metrics["compared_steps"] = float(cmp.steps)
         metrics["promoted_model_hr@10_same_split"] = cmp.current_hr10
         if cmp.steps < MIN_COMPARE_STEPS or math.isnan(cmp.new_hr10) or math.isnan(cmp.current_hr10):
@@ -188,8 +218,10 @@ def train_and_maybe_promote(
         if refitted
         else None
     )
+    # The row's metrics also say which comparison decided the promotion ("none": no model to compare with).
+    row_metrics: dict[str, Any] = {**metrics, "promotion_compared": outcome.compared or "none"}
     stored = model_store.save_model(
-        engine, checkpoint, metrics, watermark_play_id=watermark, plays_trained=len(listens),
+        engine, checkpoint, row_metrics, watermark_play_id=watermark, plays_trained=len(listens),
         note=decision.reason, promote=decision.promote, validation_checkpoint=validation_checkpoint,
     )  # fmt: skip
     outcome.model_version = stored.id
@@ -206,6 +238,21 @@ def train_and_maybe_promote(
             hint="the promoted model stays in use; training again after more plays may do better",
         )
     return outcome
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """The ranker's LSTM steps one session at a time: each op is too small to share out, and
+    on a busy machine a second thread mostly waits (measured on account-d under a load of ~8
+    on 2 cores: the promotion comparison took 75-100 s with 2 threads, 1.0-1.1 s with one)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _features_stale(engine: Engine, watermark: int) -> bool:
@@ -232,7 +279,8 @@ def _blend_weights(
     positions = target_positions(seq, weights_first, n_train)
     if len(positions) > BLEND_FIT_STEPS:
         positions = np.sort(np.random.default_rng(0).choice(positions, size=BLEND_FIT_STEPS, replace=False))
-    fitted = fit_songnet_weights(RankingLibrary(seq, zone), validation_model, positions)
+    with one_torch_thread():
+        fitted = fit_songnet_weights(RankingLibrary(seq, zone), validation_model, positions)
     if fitted is None:
         return {}
     weights = fitted[0]

@@ -184,7 +184,44 @@ def songnet_scorer(
     return blended_scorer(scorer, history, weights) if fuses_baselines(weights) else scorer
 
 
+# -- before there is a model ---------------------------------------------------------------
+
+# The simple rules' weights where none were fitted: the even blend of the four. `songnet eval`
+# reports no `fusion` when it has no validation steps to fit on, and `blend.fit_weights` picks
+# the even blend when its steps tell the weights apart not at all; with no model yet there is
+# no validation split, so this is the blend a fit with nothing to go on gives.
+RULES_WEIGHTS: Mapping[str, float] = {"pop": 0.25, "markov": 0.25, "sknn": 0.25, "repeat": 0.25}
+
+
+class PopularNextTrack:
+    """Where there is no LSTM: the listener's play counts (log) as the order the rules' fusion
+    falls back on for tracks in no top list; tracks never played (as kept plays) get -inf."""
+
+    def __init__(self, plays: npt.NDArray[np.int64], size: int) -> None:
+        out = np.full(size, -np.inf, dtype=np.float64)
+        n = min(size, plays.size)
+        played = np.flatnonzero(plays[:n] > 0)
+        out[played] = np.log(plays[played].astype(np.float64))
+        self._scores = out
+
+    def scores(self, history: Sequence[int], context: GenerationContext) -> FloatArray:
+        return self._scores
+
+
+def rules_scorer(
+    history: ListeningHistory, *, size: int, weights: Mapping[str, float] = RULES_WEIGHTS
+) -> BlendedNextTrack:
+    """The ranker before there is a model: the baselines of `history` (popularity, Markov,
+    session-kNN, repeat) fused as `songnet eval`'s `fusion` fuses them, without the LSTM."""
+    if weights.get("model", 0.0) > 0 or not fuses_baselines(weights):
+        raise ValueError("the rules' ranker takes weights for the baselines alone")
+    transitions = TransitionCounts(history.sessions)
+    return BlendedNextTrack(
+        PopularNextTrack(transitions.plays, size), transitions, history.sessions, history.track_ids, weights, size=size
+    )
+
+
 __all__ = [
-    "PREFIX_ROOM", "ListeningHistory", "ModelNextTrack", "blended_scorer", "fuses_baselines", "model_scorer",
-    "songnet_scorer",
+    "PREFIX_ROOM", "RULES_WEIGHTS", "ListeningHistory", "ModelNextTrack", "PopularNextTrack", "blended_scorer",
+    "fuses_baselines", "model_scorer", "rules_scorer", "songnet_scorer",
 ]  # fmt: skip

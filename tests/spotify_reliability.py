@@ -56,6 +56,7 @@ class Generated:
     name: str
     tracks: list[Track]
     model_version: int | None = 1
+    ranker: str = "model"
 
 
 @dataclass

@@ -237,7 +237,7 @@ def test_a_missed_slot_is_caught_up_once_while_running(cfg: Settings, engine: En
             select(tables.RunRecord).where(tables.RunRecord.job == "weekly")
         ).all()
     assert [(r.scheduled_for, r.outcome) for r in weekly] == [
-        (int(datetime(2026, 3, 9, 6, 0, tzinfo=BERLIN).timestamp()), "skipped")  # no model yet
+        (int(datetime(2026, 3, 9, 6, 0, tzinfo=BERLIN).timestamp()), "skipped")  # no plays yet
     ]
 
 

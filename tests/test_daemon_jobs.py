@@ -200,7 +200,7 @@ def test_without_spotify_files_only_and_one_log_line(
     assert document["tracks"] and all(t["reason"] for t in document["tracks"])
 
 
-def test_publish_without_a_model_is_skipped_with_a_hint(tmp_path: Path, logs: io.StringIO) -> None:
+def test_publish_without_plays_is_skipped_with_a_hint(tmp_path: Path, logs: io.StringIO) -> None:
     settings = load_settings(data_dir=tmp_path / "data", export_dir=tmp_path / "exports")
     engine = open_database(settings.data_dir)
     try:
@@ -208,8 +208,30 @@ def test_publish_without_a_model_is_skipped_with_a_hint(tmp_path: Path, logs: io
     finally:
         engine.dispose()
     assert run.outcome == SKIPPED
-    (warning,) = logged(logs, "no model yet, so no playlists")
+    (warning,) = logged(logs, "no plays yet, so no playlists")
     assert str(settings.export_dir) in warning["hint"]
+
+
+def test_publish_with_plays_but_no_model_writes_the_rules_playlists(
+    tmp_path: Path, template: dict[str, Any], logs: io.StringIO
+) -> None:
+    """Plays and no promoted model (a training not run or failed): the simple rules rank."""
+    settings = load_settings(
+        data_dir=tmp_path / "data", export_dir=tmp_path / "exports", playlists=[], **QUICK
+    )
+    engine = open_database(settings.data_dir)
+    try:
+        jobs = Jobs(settings, engine)
+        assert jobs.import_files(template["files"][:1]).outcome == OK
+        run = jobs.publish("weekly", reason="test")
+    finally:
+        engine.dispose()
+    assert run.outcome == OK and run.counts["playlists"] == 1
+    assert logged(logs, "no model yet: playlists from the simple rules")
+    (written,) = list((settings.data_dir / "playlists").glob("*.json"))
+    document = json.loads(written.read_text())
+    assert document["ranker"] == "rules" and document["model_version"] is None
+    assert len(document["tracks"]) > 10 and all(t["reason"] for t in document["tracks"])
 
 
 def test_run_once_imports_trains_and_writes(tmp_path: Path, template: dict[str, Any]) -> None:
@@ -241,5 +263,5 @@ def test_run_once_with_nothing_to_import_fails_clearly(tmp_path: Path, logs: io.
         assert Daemon(settings, engine).run_once(sleep=lambda s: None) == 1
     finally:
         engine.dispose()
-    (error,) = logged(logs, "no model, no playlist")
+    (error,) = logged(logs, "no plays, no playlist")
     assert str(settings.export_dir) in error["hint"]

@@ -143,13 +143,26 @@ def test_exclude_recent_days_leaves_out_recent_plays(runner: CliRunner, data_dir
     assert "no other track" in result.stderr
 
 
-def test_no_model_says_run_train(runner: CliRunner, tmp_path: Path) -> None:
+def test_no_model_generates_with_the_simple_rules(runner: CliRunner, tmp_path: Path) -> None:
+    plays = library_plays()[:200]
     engine = open_database(tmp_path)
-    store_plays(engine, library_plays()[:200])
+    store_plays(engine, plays)
     engine.dispose()
     result = songnet(runner, tmp_path, "generate", "--length", "5", "--json")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["model_version"] is None and doc["ranker"] == "rules"
+    assert len(doc["tracks"]) == 5
+    assert {(t["artist"], t["title"]) for t in doc["tracks"]} <= {(p.artist, p.title) for p in plays}
+    table = songnet(runner, tmp_path, "generate", "--length", "5")
+    assert table.exit_code == 0 and "simple rules" in table.stderr
+
+
+def test_no_plays_says_import_first(runner: CliRunner, tmp_path: Path) -> None:
+    open_database(tmp_path).dispose()
+    result = songnet(runner, tmp_path, "generate", "--length", "5", "--json")
     assert result.exit_code == 1
-    assert "songnet train" in result.stderr and "songnet train" in json.loads(result.stdout)["error"]
+    assert "songnet import" in result.stderr and "songnet import" in json.loads(result.stdout)["error"]
 
 
 def test_train_command_compares_and_reports(

@@ -103,17 +103,24 @@ def copy_library(src: Path, dst: Path) -> Engine:
     return open_database(dst)
 
 
-def test_equal_model_is_promoted_and_worse_model_is_kept_out(trained_library: Path, tmp_path: Path) -> None:
+def test_equal_model_is_promoted_and_worse_model_is_kept_out(
+    trained_library: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service import training
+
     engine = copy_library(trained_library, tmp_path)
     s = load_settings(data_dir=tmp_path, timezone="Europe/Berlin")
     first = model_store.promoted_model(engine)
     assert first is not None and "trained_until_ts" in first.metrics
+    assert first.metrics["promotion_compared"] == "none"  # nothing to compare with
     # Same data and seed: the same model, equal on the same steps, so promoted.
     same = train_and_maybe_promote(engine, s, config=TINY)
-    assert same.promoted
+    assert same.promoted and same.compared == "ranker"
     assert same.compared_steps > 30
     assert same.current_hr10 == pytest.approx(same.new_hr10_same_steps)
-    # Untrained weights: far worse on the same steps, so the promoted model stays.
+    # Untrained weights ranking alone (the blend giving the baselines no share): its full
+    # ranker is far worse than the promoted one's on the same steps, so the promoted model stays.
+    monkeypatch.setattr(training, "_blend_weights", lambda *args, **kwargs: {"blend_model": 1.0})
     broken = train_and_maybe_promote(engine, s, config=TrainConfig(**{**TINY.__dict__, "lr": 1e-9, "max_epochs": 1}))
     assert not broken.promoted
     assert broken.current_hr10 is not None and broken.new_hr10_same_steps is not None
@@ -122,6 +129,7 @@ def test_equal_model_is_promoted_and_worse_model_is_kept_out(trained_library: Pa
     versions = model_store.list_models(engine)
     assert [m.id for m in versions if m.promoted] == [same.model_version]
     assert versions[0].id == broken.model_version and versions[0].note == broken.reason
+    assert versions[0].metrics["promotion_compared"] == "ranker"
     assert model_store.load_promoted(engine) is not None
     engine.dispose()
 

@@ -49,6 +49,7 @@ class Generated:
     name: str
     tracks: list[Track] = field(default_factory=list)
     model_version: int | None = 3
+    ranker: str = "model"
 
 
 def catalogue(fake: FakeSpotify, n: int, prefix: str = "Song") -> list[Track]:

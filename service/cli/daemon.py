@@ -204,7 +204,8 @@ def _print_status(report: dict[str, Any], s: Settings) -> None:
     con.print(f"plays stored: {report['plays']:,}", highlight=False)
     model = report["model"]
     if model is None:
-        con.print("model: none yet")
+        why = (report.get("no_model") or {}).get("reason")
+        con.print(f"model: none yet — {why}" if why else "model: none yet", highlight=False, markup=False)
     else:
         m = model["metrics"] or {}
         hr = m.get("val_hr@10")

@@ -100,6 +100,7 @@ def generate(
         doc = {
             "tracks": [{"artist": t.artist, "title": t.title, "uri": t.uri, "reason": t.reason} for t in playlist.tracks],
             "model_version": playlist.model_version,
+            "ranker": playlist.ranker,
         }
         print(json.dumps(doc, ensure_ascii=False))
     elif as_m3u:
@@ -107,7 +108,11 @@ def generate(
 
         print(render_m3u8(playlist), end="")
     else:
-        table = Table(title=f"{len(playlist.tracks)} tracks (model version {playlist.model_version})")
+        made_by = (
+            f"model version {playlist.model_version}" if playlist.model_version is not None
+            else "your simple rules: no trained model yet, `songnet status` says why"
+        )  # fmt: skip
+        table = Table(title=f"{len(playlist.tracks)} tracks ({made_by})")
         table.add_column("#", justify="right")
         table.add_column("artist")
         table.add_column("title")
