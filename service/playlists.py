@@ -31,6 +31,7 @@ from sqlalchemy import Engine
 
 from service import model_store
 from service.settings import PlaylistConfig, Settings
+from service.training import one_torch_thread
 from songnet_core.features import TrackFeatures
 from songnet_core.generate import (
     GenerationContext,
@@ -304,7 +305,7 @@ class PlaylistGenerator:
         sampling = sampling or Sampling(temperature=config.temperature, top_p=DEFAULT_TOP_P)
         context = GenerationContext.at(moment, self.zone)
         started = time.perf_counter()
-        with _one_torch_thread():
+        with one_torch_thread():
             ids = continue_playlist(
                 self.scorer, seed_ids, config.length, artist_of=self.library.artist_of, context=context,
                 sampling=sampling, rules=rules, rng=rng_seed,
@@ -339,20 +340,6 @@ def blend_weights(metrics: dict[str, Any]) -> dict[str, float]:
     alone (older models, or validation too small to fit on)."""
     weights = {k.removeprefix("blend_"): float(v) for k, v in metrics.items() if k.startswith("blend_")}
     return weights if fuses_baselines(weights) else {}
-
-
-@contextmanager
-def _one_torch_thread() -> Iterator[None]:
-    """One step of a small LSTM is too little work to share out: more threads only wait on
-    each other (and on other processes of a busy machine)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # One loaded model per database and version: the daemon generates several playlists a week

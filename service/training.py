@@ -242,8 +242,9 @@ def train_and_maybe_promote(
 
 @contextmanager
 def one_torch_thread() -> Iterator[None]:
-    """The ranker's LSTM steps one session at a time: each op is too small to share out, and
-    on a busy machine a second thread mostly waits (measured on account-d under a load of ~8
+    """The ranker's LSTM steps one track (or one session) at a time, in training's fitting and
+    comparison and in generation: each op is too small to share out, and on a busy machine a
+    second thread mostly waits (measured on account-d under a load of ~8
     on 2 cores: the promotion comparison took 75-100 s with 2 threads, 1.0-1.1 s with one)."""
     import torch
 
