@@ -82,13 +82,13 @@ def main() -> int:
         RankingLibrary,
         baseline_scorers,
         evaluation_train_config,
-        features_before,
         fit_songnet_weights,
         protocol_split,
+        protocol_training_data,
         songnet_ranks,
     )
     from songnet_core.metrics import evaluate_positions, step_metrics
-    from songnet_core.train import TrainingData, train, validation_halves
+    from songnet_core.train import train, validation_halves
 
     path = Path(args.export) if Path(args.export).exists() else CORPUS / args.export
     listens = read_exports(export_folder_files(path)).listens
@@ -100,14 +100,9 @@ def main() -> int:
         enc = EncodedSequence.build(seq, split.vocab)
     print(f"{path.name}: {len(listens)} plays, {len(split.positions)} test steps, {split.vocab.n_classes} classes")
     n_train = split.first_test_session
-    val_first, weights_first = validation_halves(n_train, cfg.val_share)
-    val_start = seq.session_bounds(val_first)[0] if val_first < n_train else split.train_end
+    _, weights_first = validation_halves(n_train, cfg.val_share)
     with Phase("training"):
-        data = TrainingData(
-            seq, n_train, features_before(listens, int(seq.end_ts[split.train_end - 1]), "UTC"),
-            validation_features=features_before(listens, int(seq.end_ts[max(val_start - 1, 0)]), "UTC"),
-        )  # fmt: skip
-        result = train(cfg, data)
+        result = train(cfg, protocol_training_data(listens, split, cfg, "UTC"))
     assert result.model is not None and result.validation_model is not None
     library = RankingLibrary(seq, "UTC")
     with Phase("fitting weights"):

@@ -59,14 +59,14 @@ def measure_export(name: str, samplings: list[str], epochs: int | None, seed: in
     from songnet_core.evaluate import (
         RankingLibrary,
         evaluation_train_config,
-        features_before,
         fit_songnet_weights,
         protocol_split,
+        protocol_training_data,
     )
     from songnet_core.generate import GenerationContext, MarkovScorer, PlaylistRules, Sampling
     from songnet_core.playlist_quality import score_session, summarise_scores
     from songnet_core.ranker import ListeningHistory, songnet_scorer
-    from songnet_core.train import TrainingData, train, validation_halves
+    from songnet_core.train import train, validation_halves
     from songnet_core.transitions import TransitionCounts
 
     assert SAMPLINGS["default"]["top_p"] == DEFAULT_TOP_P
@@ -76,13 +76,8 @@ def measure_export(name: str, samplings: list[str], epochs: int | None, seed: in
     split = protocol_split(seq)
     cfg = evaluation_train_config(seed=seed, **({} if epochs is None else {"max_epochs": epochs}))
     n_train = split.first_test_session
-    val_first, weights_first = validation_halves(n_train, cfg.val_share)
-    val_start = seq.session_bounds(val_first)[0]
-    data = TrainingData(
-        seq, n_train, features_before(listens, int(seq.end_ts[split.train_end - 1]), "UTC"),
-        validation_features=features_before(listens, int(seq.end_ts[max(val_start - 1, 0)]), "UTC"),
-    )  # fmt: skip
-    result = train(cfg, data)
+    _, weights_first = validation_halves(n_train, cfg.val_share)
+    result = train(cfg, protocol_training_data(listens, split, cfg, "UTC"))
     assert result.model is not None and result.validation_model is not None
     train_s = time.monotonic() - started
     library = RankingLibrary(seq, "UTC")

@@ -207,11 +207,11 @@ def run_export(name: str, seed: int, *, on_validation: bool, with_model: bool, v
     from songnet_core.evaluate import (
         baseline_scorers,
         evaluation_train_config,
-        features_before,
         protocol_split,
+        protocol_training_data,
     )
     from songnet_core.metrics import paired_difference, summarise
-    from songnet_core.train import TrainingData, train, validation_halves
+    from songnet_core.train import train, validation_halves
 
     t0 = time.monotonic()
     listens = read_exports(export_folder_files(CORPUS / name)).listens
@@ -222,7 +222,7 @@ def run_export(name: str, seed: int, *, on_validation: bool, with_model: bool, v
     seq, vocab = split.seq, split.vocab
     enc = EncodedSequence.build(seq, vocab)
     n_train = split.first_test_session
-    val_first, fit_first = validation_halves(n_train, cfg.val_share)
+    _, fit_first = validation_halves(n_train, cfg.val_share)
     fit_pos = target_positions(seq, fit_first, n_train)
     candidates = np.ones(vocab.n_classes, dtype=bool)
     scorers: dict[str, Any] = dict(baseline_scorers(enc))
@@ -230,12 +230,7 @@ def run_export(name: str, seed: int, *, on_validation: bool, with_model: bool, v
     if with_model:
         # As `evaluate_listens` trains: the validation model for the fitting steps, the final
         # model (refit on every training session) for test.
-        val_start = seq.session_bounds(val_first)[0] if val_first < n_train else split.train_end
-        data = TrainingData(
-            seq, n_train, features_before(listens, int(seq.end_ts[split.train_end - 1]), "UTC"),
-            validation_features=features_before(listens, int(seq.end_ts[max(val_start - 1, 0)]), "UTC"),
-        )  # fmt: skip
-        result = train(cfg, data)
+        result = train(cfg, protocol_training_data(listens, split, cfg, "UTC"))
         assert result.model is not None and result.validation_model is not None
         fit_scorers = {"model": MappedScorer(result.validation_model, seq, vocab), **scorers}
         test_scorers = {"model": MappedScorer(result.model, seq, vocab), **scorers}

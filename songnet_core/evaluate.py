@@ -203,6 +203,19 @@ def _by_session(seq: ListeningSequence, positions: npt.NDArray[np.int64]) -> lis
     return [(int(s), positions[sess == s]) for s in np.unique(sess)]
 
 
+def protocol_training_data(listens: Sequence[Listen], split: ProtocolSplit, cfg: TrainConfig, tz: str) -> TrainingData:
+    """What the model trains on under the protocol: the training sessions, the track features
+    as of the end of training, and for the validation model those as of the start of the
+    validation sessions."""
+    seq, n_train = split.seq, split.first_test_session
+    val_first, _ = validation_halves(n_train, cfg.val_share)
+    val_start = seq.session_bounds(val_first)[0] if val_first < n_train else split.train_end
+    return TrainingData(
+        seq, n_train, features_before(listens, int(seq.end_ts[split.train_end - 1]), tz),
+        validation_features=features_before(listens, int(seq.end_ts[max(val_start - 1, 0)]), tz),
+    )  # fmt: skip
+
+
 def fit_songnet_weights(
     library: RankingLibrary,
     validation_model: LoadedModel,
@@ -326,13 +339,8 @@ def evaluate_listens(
     ranks: dict[str, npt.NDArray[np.int64]] = {}
     if with_model:
         n_train = split.first_test_session
-        val_first, weights_first = validation_halves(n_train, cfg.val_share)
-        val_start = seq.session_bounds(val_first)[0] if val_first < n_train else split.train_end
-        data = TrainingData(
-            seq, n_train, features_before(listens, int(seq.end_ts[split.train_end - 1]), tz),
-            validation_features=features_before(listens, int(seq.end_ts[max(val_start - 1, 0)]), tz),
-        )  # fmt: skip
-        result = train(cfg, data, progress=progress)
+        _, weights_first = validation_halves(n_train, cfg.val_share)
+        result = train(cfg, protocol_training_data(listens, split, cfg, tz), progress=progress)
         assert result.model is not None
         model_metrics = dict(result.metrics)
         library = RankingLibrary(seq, tz)
@@ -365,5 +373,5 @@ def evaluate_listens(
 
 __all__ = [
     "METRICS", "EvaluationReport", "ProtocolSplit", "RankingLibrary", "baseline_scorers", "evaluate_listens",
-    "evaluation_train_config", "features_before", "fit_songnet_weights", "protocol_split", "songnet_ranks",
+    "evaluation_train_config", "features_before", "fit_songnet_weights", "protocol_split", "protocol_training_data", "songnet_ranks",
 ]  # fmt: skip
