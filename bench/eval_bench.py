@@ -108,10 +108,12 @@ def main() -> int:
     with Phase("fitting weights"):
         fitted = fit_songnet_weights(library, result.validation_model, target_positions(seq, weights_first, n_train))
     assert fitted is not None
-    weights, fusion = fitted
-    print("weights", {k: round(v, 3) for k, v in weights.items()}, "fusion", {k: round(v, 3) for k, v in fusion.items()})
+    weights, fusion = fitted.weights, fitted.fusion_weights
+    rerankers = {"reranker": fitted.reranker, "fusion_reranker": fitted.fusion_reranker}
+    print("weights", {k: round(v, 3) for k, v in weights.items()}, "fusion", {k: round(v, 3) for k, v in fusion.items()},
+          "reranked", {k: r is not None for k, r in rerankers.items()})  # fmt: skip
     with Phase("songnet/model/fusion"):
-        ranks.update(songnet_ranks(library, result.model, weights, fusion, split))
+        ranks.update(songnet_ranks(library, result.model, weights, fusion, split, **rerankers))
     if args.check_prepare:  # the same ranks with the model scored step by step, as generation does
         from songnet_core.ranker import ModelNextTrack
 
@@ -119,7 +121,7 @@ def main() -> int:
         ModelNextTrack.prepare = lambda self, histories, context: None  # type: ignore[method-assign]
         try:
             with Phase("songnet/model/fusion, stepwise"):
-                stepwise = songnet_ranks(library, result.model, weights, fusion, split)
+                stepwise = songnet_ranks(library, result.model, weights, fusion, split, **rerankers)
         finally:
             ModelNextTrack.prepare = prepare  # type: ignore[method-assign]
         for name, r in stepwise.items():

@@ -101,11 +101,18 @@ def markdown(results: dict[str, dict[str, Any]], run: dict[str, Any]) -> str:
         "- `songnet` is exactly what the weekly generation ranks with (`songnet_core/ranker.py`, the",
         "  code `PlaylistGenerator.from_promoted` calls): the library as it stood when the session",
         "  began, the session's prefix as the playlist so far; the LSTM reads the listener's last plays",
-        "  first and is fused with the four baselines of that library by weighted reciprocal rank",
-        "  fusion (`songnet_core/blend.py`). Its baselines are the library's at the session start",
-        "  (the playlist so far is their query, not their counts), as in generation.",
-        "- `model` is the LSTM of that path alone; `fusion` the four baselines fused without it,",
-        "  its weights fitted as songnet's are.",
+        "  first. Two stages: the top 50 of the LSTM and of each of the four baselines of that library",
+        "  are the candidates; a learned linear scorer (`songnet_core/rerank.py`) orders their union",
+        "  from per-candidate features: each list's reciprocal rank, listed or not and log-rank; the",
+        "  candidate's plays (all, last 7 and 30 days), hours since its last play, already in the",
+        "  session, same artist as the current track, transitions from the current track to it.",
+        "  Where fewer than 20 fitting steps have their target among the candidates, weighted",
+        "  reciprocal rank fusion of the lists (`songnet_core/blend.py`) orders them instead. Its",
+        "  baselines are the library's at the session start (the playlist so far is their query, not",
+        "  their counts), as in generation.",
+        "- `model` is the LSTM of that path alone; `fusion` the four baselines without it, their",
+        "  lists' union ordered by their own reranker (or fusion), fitted as songnet's are: the",
+        "  learned model must earn its place over a learned ranking of the simple rules.",
         "",
         "Training and fitting: the model is trained on the training sessions, the last 15 % of them",
         "held out for validation. The model fitted before validation (the one early stopping and the",
@@ -118,17 +125,22 @@ def markdown(results: dict[str, dict[str, Any]], run: dict[str, Any]) -> str:
         "the second half songnet's ranking path runs with the validation model: its baselines count",
         "every play before each validation session, its LSTM reads the plays before it. The weights",
         "are the point of a grid (multiples of 1/8 summing to 1) with the best HR@10 there, ties to",
-        "MRR@10, then to the most even weights. The model is then refitted on every training session",
-        "for the chosen number of epochs (no wall-clock budget in the evaluation), and songnet ranks",
-        "the test part with it under those weights. The test part is never looked at before.",
+        "MRR@10, then to the most even weights. The rerankers are fitted on the same steps by",
+        "listwise softmax cross-entropy (each step's target against its candidates, features",
+        "standardised, L2 0.1 towards the fusion's weighting at its best-fitting scale; the choice",
+        "made on validation, docs/experiments/README.md). The model is then refitted on every",
+        "training session for the chosen number of epochs (no wall-clock budget in the evaluation),",
+        "and songnet ranks the test part with it and that reranker. The test part is never looked at",
+        "before.",
         "",
         "`songnet eval --json` prints one object: `test_steps`, `test_sessions`, `train_sessions`; per",
         "scorer (`songnet`, `model`, `fusion`, `pop`, `markov`, `sknn`, `repeat`) `hr@10`, `mrr@10`,",
         "`ndcg@10`, each with its `_ci` interval, and `steps`; `best_baseline` (`name`, `hr@10`,",
         "`mrr@10`); `ratio` (songnet / best baseline for `hr@10` and `mrr@10`, with `_difference` and",
         "its paired `_difference_ci`); `model_training` (the training's metrics: `best_epoch`,",
-        "`val_hr@10`, `classes`, `train_seconds`, …, and the fitted weights `blend_<scorer>` and",
-        "`fusion_<scorer>`). `--no-model` leaves out songnet, model, fusion and the ratio.",
+        "`val_hr@10`, `classes`, `train_seconds`, …, the fitted weights `blend_<scorer>` and",
+        "`fusion_<scorer>`, songnet's reranker `rerank_<feature>` and `reranked`, 1 where it ranked).",
+        "`--no-model` leaves out songnet, model, fusion and the ratio.",
         "",
         "The comparison is against the best baseline **of each export** (the best of pop, markov,",
         "sknn and repeat on HR@10 there); the difference songnet − best baseline comes with a paired",
@@ -200,8 +212,8 @@ def markdown(results: dict[str, dict[str, Any]], run: dict[str, Any]) -> str:
     lines += [
         "## Training",
         "",
-        "| export | train sessions | test sessions | classes | best epoch | val HR@10 (first half) | songnet weights (model, pop, markov, sknn, repeat) | fusion weights (pop, markov, sknn, repeat) | seconds |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: |",
+        "| export | train sessions | test sessions | classes | best epoch | val HR@10 (first half) | reranked | songnet weights (model, pop, markov, sknn, repeat) | fusion weights (pop, markov, sknn, repeat) | seconds |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | ---: |",
     ]
     for n in names:
         r = results[n]
@@ -210,7 +222,7 @@ def markdown(results: dict[str, dict[str, Any]], run: dict[str, Any]) -> str:
         fusion = ", ".join(f"{t.get('fusion_' + w, 0.0):.2f}" for w in WEIGHTS[1:])
         lines.append(
             f"| {n} | {r['train_sessions']} | {r['test_sessions']} | {int(t['classes'])} | {int(t['best_epoch'])}"
-            f" | {t['val_hr@10']:.3f} | {weights} | {fusion} | {r['seconds']:.0f} |"
+            f" | {t['val_hr@10']:.3f} | {'yes' if t.get('reranked') else 'no'} | {weights} | {fusion} | {r['seconds']:.0f} |"
         )
     lines.append("")
     return "\n".join(lines)

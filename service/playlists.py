@@ -43,6 +43,7 @@ from songnet_core.generate import (
 from songnet_core.history import Listen, ListenColumns, TrackInfo
 from songnet_core.ranker import ListeningHistory, fuses_baselines, rules_scorer, songnet_scorer
 from songnet_core.reasons import Explainer
+from songnet_core.rerank import Reranker
 from songnet_core.seeds import SeedIndex
 from songnet_core.sessions import session_arrays
 from songnet_core.transitions import TransitionCounts
@@ -258,7 +259,7 @@ class PlaylistGenerator:
         # The ranker `songnet eval` measures, reading the listener's whole history.
         scorer = songnet_scorer(
             model, history, blend_weights(stored.metrics), artist_of=library.artist_of,
-            zone_name=listener_zone_name(settings),
+            zone_name=listener_zone_name(settings), reranker=Reranker.from_metrics(stored.metrics),
         )  # fmt: skip
         return cls(library, scorer, zone=settings.zone, model_version=stored.id, min_play_ms=settings.min_play_ms)
 

@@ -125,6 +125,7 @@ def train_and_maybe_promote(
     from songnet_core.evaluate import features_before
     from songnet_core.model import save_checkpoint
     from songnet_core.promotion import MIN_COMPARE_STEPS, Ranker, compare_on_split
+    from songnet_core.rerank import Reranker
     from songnet_core.train import TrackFeatureTable, TrainingData, train, validation_halves
 
     cfg = config or default_train_config(settings)
@@ -188,7 +189,8 @@ def train_and_maybe_promote(
         # What ships is compared: each LSTM fused with the baselines under its own weights.
         with one_torch_thread():
             cmp = compare_on_split(
-                Ranker(new_val, blend_weights(metrics)), Ranker(current, blend_weights(current_info.metrics)),
+                Ranker(new_val, blend_weights(metrics), Reranker.from_metrics(metrics)),
+                Ranker(current, blend_weights(current_info.metrics), Reranker.from_metrics(current_info.metrics)),
                 seq, val_first, n_train, zone=zone, current_trained_until_ts=int(until) if until is not None else None,
             )  # fmt: skip
         outcome.current_hr10, outcome.new_hr10_same_steps, outcome.compared_steps = (
@@ -284,6 +286,8 @@ def _blend_weights(
         fitted = fit_songnet_weights(RankingLibrary(seq, zone), validation_model, positions)
     if fitted is None:
         return {}
-    weights = fitted[0]
-    log.info("blend weights fitted on the validation sessions", **{k: round(v, 3) for k, v in weights.items()})
-    return {f"blend_{k}": v for k, v in weights.items()}
+    log.info(
+        "blend weights fitted on the validation sessions", reranked=fitted.reranker is not None,
+        **{k: round(v, 3) for k, v in fitted.weights.items()},
+    )  # fmt: skip
+    return fitted.metrics()

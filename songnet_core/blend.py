@@ -248,12 +248,20 @@ class BlendedNextTrack:
     def lists(self, history: Sequence[int], context: Any, names: Sequence[str] = SCORERS) -> dict[str, IntArray]:
         """Each named scorer's top `TOP` track ids, best first, the current track left out:
         what `scores` fuses (fitting the weights reads them for every scorer)."""
+        return self.lists_and_model(history, context, names)[0]
+
+    def lists_and_model(
+        self, history: Sequence[int], context: Any, names: Sequence[str] = SCORERS
+    ) -> tuple[dict[str, IntArray], F64]:
+        """`lists`, and the model's dense scores they were read from (the reranker orders
+        the tracks outside every list by them)."""
         model = self._model_scores(history, context)
         current = history[-1] if history else -1
-        return {
+        lists = {
             name: _top_ids(model, current, TOP) if name == "model" else self._top(name, history, current)
             for name in names
         }
+        return lists, model
 
     def scores(self, history: Sequence[int], context: Any) -> F64:
         model = self._model_scores(history, context)

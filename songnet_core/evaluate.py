@@ -58,8 +58,18 @@ from songnet_core.ranker import (
     ListeningHistory,
     ModelNextTrack,
     blended_scorer,
+    lstm_of,
     model_scorer,
+    reranked_scorer,
     songnet_scorer,
+)
+from songnet_core.rerank import (
+    FitStep,
+    PlayIndex,
+    RerankedNextTrack,
+    Reranker,
+    fit_reranker,
+    step_features,
 )
 from songnet_core.train import (
     TrackFeatureTable,
@@ -177,19 +187,24 @@ class RankingLibrary:
     # The whole sequence as `ListeningHistory.of` reads it, once: each session's history is
     # a prefix of it (slicing lists, not rebuilding them session after session).
     _whole: ListeningHistory = field(init=False, repr=False)
+    _plays: PlayIndex = field(init=False, repr=False)  # the whole sequence's, each history a prefix
 
     def __post_init__(self) -> None:
         seq = self.seq
         artist_of = np.full(int(seq.track_ids.max(initial=-1)) + 1, -1, dtype=np.int64)
         artist_of[seq.track_ids] = seq.artist_ids
         object.__setattr__(self, "artist_of", artist_of)
-        object.__setattr__(self, "_whole", ListeningHistory.of(seq))
+        whole = ListeningHistory.of(seq)
+        object.__setattr__(self, "_whole", whole)
+        object.__setattr__(self, "_plays", PlayIndex(whole.track_ids, whole.end_ts))
 
     def history_before(self, session: int) -> ListeningHistory:
         """`ListeningHistory.of(seq, session)`: the plays of the sessions before `session`."""
         end = self.seq.session_bounds(session - 1)[1] if session > 0 else 0
         w = self._whole
-        return ListeningHistory(w.track_ids[:end], w.artist_ids[:end], w.end_ts[:end], w.sessions[:session])
+        return ListeningHistory(
+            w.track_ids[:end], w.artist_ids[:end], w.end_ts[:end], w.sessions[:session], play_index=self._plays
+        )
 
     def context(self, session: int) -> GenerationContext:
         from zoneinfo import ZoneInfo
@@ -216,22 +231,44 @@ def protocol_training_data(listens: Sequence[Listen], split: ProtocolSplit, cfg:
     )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class FittedRanking:
+    """What is fitted on validation steps for ranking: songnet's fusion weights (model and
+    baselines) and the baselines' alone, and the learned rerankers over each one's lists
+    (None where too few steps had their target among the candidates)."""
+
+    weights: dict[str, float]
+    fusion_weights: dict[str, float]
+    reranker: Reranker | None
+    fusion_reranker: Reranker | None
+
+    def metrics(self) -> dict[str, float]:
+        """As a model's metrics keep them: `blend_<scorer>`, `fusion_<scorer>`, `rerank_<feature>`."""
+        out = {f"blend_{k}": v for k, v in self.weights.items()}
+        out.update({f"fusion_{k}": v for k, v in self.fusion_weights.items()})
+        if self.reranker is not None:
+            out.update(self.reranker.to_metrics())
+        return out
+
+
 def fit_songnet_weights(
     library: RankingLibrary,
     validation_model: LoadedModel,
     positions: npt.NDArray[np.int64],
     *,
     progress: StepProgress | None = None,
-) -> tuple[dict[str, float], dict[str, float]] | None:
-    """The fusion weights of songnet (model and baselines) and of the baselines alone, fitted
-    on `positions` (validation steps) from the lists the generation ranker fuses. None when
-    there are no steps."""
+) -> FittedRanking | None:
+    """The fusion weights and rerankers of songnet (model and baselines) and of the baselines
+    alone, fitted on `positions` (validation steps) from the lists and features the
+    generation ranker reads. None when there are no steps."""
     if len(positions) == 0:
         return None
     seq = library.seq
     vocab = set(validation_model.track_ids.tolist())
     ids = np.full((len(positions), len(SCORERS), TOP), -1, dtype=np.int64)
     targets = np.full(len(positions), -1, dtype=np.int64)
+    full_steps: list[FitStep] = []
+    base_steps: list[FitStep] = []
     row = 0
     for s, pos in _by_session(seq, positions):
         history = library.history_before(s)
@@ -244,8 +281,11 @@ def fit_songnet_weights(
         prefixes = [seq.track_ids[start:p].tolist() for p in pos.tolist()]
         assert isinstance(blended.model, ModelNextTrack)
         blended.model.prepare(prefixes, ctx)  # the session's LSTM steps in one pass
-        for p in pos.tolist():
-            lists = blended.lists(seq.track_ids[start:p].tolist(), ctx)
+        plays = history.play_index
+        assert plays is not None
+        for prefix, p in zip(prefixes, pos.tolist(), strict=True):
+            computed = blended.lists_and_model(prefix, ctx)
+            lists = computed[0]
             for j, name in enumerate(SCORERS):
                 got = lists[name][:TOP]
                 ids[row, j, : got.size] = got
@@ -253,12 +293,19 @@ def fit_songnet_weights(
                 ids[row, j, got.size :] = -2 - np.arange(TOP - got.size)
             t = int(seq.track_ids[p])
             targets[row] = t if t in vocab and t != int(seq.track_ids[p - 1]) else -1
+            for used, steps in ((SCORERS, full_steps), (SCORERS[1:], base_steps)):
+                f = step_features(blended, used, plays, len(history.track_ids), library.artist_of, prefix, ctx, computed)
+                at = int(np.searchsorted(f.cands, t))
+                hit = targets[row] >= 0 and at < f.cands.size and int(f.cands[at]) == t
+                steps.append(FitStep(f.x, at if hit else -1))
             row += 1
         if progress is not None:
             progress("fitting weights", row, len(positions))
-    lists_all = TopLists(SCORERS, ids, targets, {})
-    baselines_only = TopLists(SCORERS[1:], ids[:, 1:], targets, {})
-    return fit_weights(lists_all), {"model": 0.0, **fit_weights(baselines_only)}
+    weights = fit_weights(TopLists(SCORERS, ids, targets, {}))
+    fusion = {"model": 0.0, **fit_weights(TopLists(SCORERS[1:], ids[:, 1:], targets, {}))}
+    return FittedRanking(
+        weights, fusion, fit_reranker(full_steps, SCORERS, weights), fit_reranker(base_steps, SCORERS[1:], fusion)
+    )
 
 
 def songnet_ranks(
@@ -268,10 +315,14 @@ def songnet_ranks(
     fusion_weights: Mapping[str, float] | None,
     split: ProtocolSplit,
     *,
+    reranker: Reranker | None = None,
+    fusion_reranker: Reranker | None = None,
     progress: StepProgress | None = None,
 ) -> dict[str, npt.NDArray[np.int64]]:
-    """Protocol ranks of `songnet` (the generation ranker), `model` (its LSTM alone) and, with
-    `fusion_weights`, `fusion` at every test step."""
+    """Protocol ranks of `songnet` (the generation ranker: `reranker` over its lists, else
+    its fusion under `weights`), `model` (its LSTM alone) and, with `fusion_weights`,
+    `fusion` (the baselines alone: `fusion_reranker` over their lists, else their fusion) at
+    every test step."""
     seq, vocab = library.seq, split.vocab
     cls = EncodedSequence.build(seq, vocab).tracks.cls
     candidates = np.ones(vocab.n_classes, dtype=bool)
@@ -280,16 +331,22 @@ def songnet_ranks(
     done = 0
     for s, pos in _by_session(seq, split.positions):
         history = library.history_before(s)
-        songnet = songnet_scorer(model, history, weights, artist_of=library.artist_of, zone_name=library.zone)
-        alone = songnet.model if isinstance(songnet, BlendedNextTrack) else songnet
-        assert isinstance(alone, ModelNextTrack)
-        scorers = {"songnet": songnet, "model": alone}
+        songnet = songnet_scorer(
+            model, history, weights, artist_of=library.artist_of, zone_name=library.zone, reranker=reranker
+        )
+        alone = lstm_of(songnet)
+        scorers: dict[str, Any] = {"songnet": songnet, "model": alone}
         if fusion_weights is not None:
-            # The baselines' fusion: songnet's blend (same model, same history) under the
-            # fusion weights, or the same blend built afresh when songnet is the model alone.
-            scorers["fusion"] = (
-                songnet.with_weights(fusion_weights) if isinstance(songnet, BlendedNextTrack)
+            # The baselines alone: a blend of the same model and history under the fusion
+            # weights (the model's list weighs nothing), reranked where a reranker was fitted.
+            blend = songnet.blend if isinstance(songnet, RerankedNextTrack) else songnet
+            fusion = (
+                blend.with_weights(fusion_weights) if isinstance(blend, BlendedNextTrack)
                 else blended_scorer(alone, history, fusion_weights)
+            )  # fmt: skip
+            scorers["fusion"] = (
+                fusion if fusion_reranker is None
+                else reranked_scorer(fusion, history, fusion_reranker, artist_of=library.artist_of)
             )  # fmt: skip
         ctx = library.context(s)
         start = seq.session_bounds(s)[0]
@@ -349,11 +406,16 @@ def evaluate_listens(
             fitted = fit_songnet_weights(
                 library, result.validation_model, target_positions(seq, weights_first, n_train), progress=step_progress
             )  # fmt: skip
-        weights, fusion = fitted if fitted is not None else ({"model": 1.0}, None)
-        model_metrics.update({f"blend_{k}": v for k, v in weights.items()})
-        if fusion is not None:
-            model_metrics.update({f"fusion_{k}": v for k, v in fusion.items()})
-        ranks.update(songnet_ranks(library, result.model, weights, fusion, split, progress=step_progress))
+        if fitted is None:
+            model_metrics["blend_model"] = 1.0
+            ranks.update(songnet_ranks(library, result.model, {"model": 1.0}, None, split, progress=step_progress))
+        else:
+            model_metrics.update(fitted.metrics())
+            model_metrics["reranked"] = float(fitted.reranker is not None)
+            ranks.update(songnet_ranks(
+                library, result.model, fitted.weights, fitted.fusion_weights, split, reranker=fitted.reranker,
+                fusion_reranker=fitted.fusion_reranker, progress=step_progress,
+            ))  # fmt: skip
     for name, sc in baseline_scorers(enc).items():
         shown = None if step_progress is None else functools.partial(step_progress, f"baseline {name}")
         ranks[name] = evaluate_positions(sc, enc, split.positions, candidates, progress=shown)
@@ -372,6 +434,6 @@ def evaluate_listens(
 
 
 __all__ = [
-    "METRICS", "EvaluationReport", "ProtocolSplit", "RankingLibrary", "baseline_scorers", "evaluate_listens",
+    "METRICS", "EvaluationReport", "FittedRanking", "ProtocolSplit", "RankingLibrary", "baseline_scorers", "evaluate_listens",
     "evaluation_train_config", "features_before", "fit_songnet_weights", "protocol_split", "protocol_training_data", "songnet_ranks",
 ]  # fmt: skip

@@ -2,7 +2,7 @@
 
 What is compared is what ships: each model's full ranker (`ranker.songnet_scorer`, the LSTM
 reading the listener's history fused with that history's baselines under the model's own
-blend weights), as the weekly generation and `songnet eval` rank with it. At each validation
+blend weights, or reranked by its own learned reranker), as the weekly generation and `songnet eval` rank with it. At each validation
 step both rankers read the same history (every play of the sessions before the step's
 session, then that session's prefix) and rank the same candidates: every track heard before
 the validation sessions, as the evaluation protocol ranks "every track seen in training", the
@@ -21,7 +21,6 @@ from typing import cast
 import numpy as np
 import numpy.typing as npt
 
-from songnet_core.blend import BlendedNextTrack
 from songnet_core.dataset import (
     EncodedSequence,
     FloatArray,
@@ -32,7 +31,8 @@ from songnet_core.dataset import (
 from songnet_core.evaluate import RankingLibrary
 from songnet_core.metrics import step_metrics, target_ranks
 from songnet_core.model import LoadedModel
-from songnet_core.ranker import ModelNextTrack, songnet_scorer
+from songnet_core.ranker import lstm_of, songnet_scorer
+from songnet_core.rerank import Reranker
 
 # Fewer comparable validation steps than this cannot tell two models apart.
 MIN_COMPARE_STEPS = 30
@@ -51,11 +51,12 @@ class SplitComparison:
 
 @dataclass(frozen=True)
 class Ranker:
-    """A model as it ships: its LSTM and the blend weights it was stored with (empty: the
-    LSTM alone)."""
+    """A model as it ships: its LSTM, the blend weights it was stored with (empty: the LSTM
+    alone) and its learned reranker, where it was stored with one."""
 
     model: LoadedModel
     weights: Mapping[str, float]
+    reranker: Reranker | None = None
 
 
 def ranker_ranks(
@@ -73,10 +74,9 @@ def ranker_ranks(
         pos = positions[sess == s]
         scorer = songnet_scorer(
             ranker.model, library.history_before(s), ranker.weights, artist_of=library.artist_of,
-            zone_name=library.zone,
+            zone_name=library.zone, reranker=ranker.reranker,
         )  # fmt: skip
-        alone = scorer.model if isinstance(scorer, BlendedNextTrack) else scorer
-        assert isinstance(alone, ModelNextTrack)
+        alone = lstm_of(scorer)
         ctx = library.context(s)
         start = seq.session_bounds(s)[0]
         alone.prepare([seq.track_ids[start:p].tolist() for p in pos.tolist()], ctx)  # one LSTM pass per session

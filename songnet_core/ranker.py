@@ -6,8 +6,10 @@ moment (`ListeningHistory`: every play before now, by session) and the fusion we
 on validation. The LSTM reads the listener's last plays before the playlist (`PREFIX_ROOM`
 positions of its window are left for the playlist itself); with weights that give the
 baselines a share, its scores are fused with theirs (`blend.BlendedNextTrack`), the baselines
-counting that same history. The playlist so far (or, in evaluation, the current session's
-prefix) is the `history` each `scores` call is given.
+counting that same history. Where the model was stored with a learned reranker
+(`rerank.Reranker`, fitted on the validation steps the fusion weights are fitted on), the
+union of the lists is ordered by it instead of by the fusion. The playlist so far (or, in
+evaluation, the current session's prefix) is the `history` each `scores` call is given.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy.typing as npt
 from songnet_core.blend import BlendedNextTrack
 from songnet_core.dataset import ListeningSequence
 from songnet_core.generate import FloatArray, GenerationContext, NextTrackScorer
+from songnet_core.rerank import PlayIndex, RerankedNextTrack, Reranker
 from songnet_core.transitions import TransitionCounts
 
 if TYPE_CHECKING:  # torch loads with the model, never with the ranker: the daemon imports this
@@ -41,6 +44,9 @@ class ListeningHistory:
     # `TransitionCounts(sessions)` where the caller has built it already (the library has);
     # else the blend counts them.
     transitions: TransitionCounts | None = field(default=None, compare=False, repr=False)
+    # A `PlayIndex` of these plays or of a longer history they begin (evaluation shares one
+    # across sessions); else the reranker indexes them.
+    play_index: PlayIndex | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def of(cls, seq: ListeningSequence, sessions: int | None = None) -> ListeningHistory:
@@ -170,6 +176,23 @@ def blended_scorer(model: ModelNextTrack, history: ListeningHistory, weights: Ma
     return BlendedNextTrack(model, transitions, history.sessions, history.track_ids, weights, size=model.size)
 
 
+def reranked_scorer(
+    blend: BlendedNextTrack, history: ListeningHistory, reranker: Reranker, *, artist_of: npt.NDArray[np.int64]
+) -> RerankedNextTrack:
+    """`blend`'s top lists (those `reranker` reads) reranked by `reranker`, its candidates'
+    plays counted from `history`."""
+    plays = history.play_index or PlayIndex(history.track_ids, history.end_ts)
+    return RerankedNextTrack(blend, reranker, plays, len(history.track_ids), artist_of)
+
+
+def lstm_of(scorer: NextTrackScorer) -> ModelNextTrack:
+    """The LSTM inside a `songnet_scorer` ranker (itself, blended or reranked)."""
+    inner = scorer.model if isinstance(scorer, BlendedNextTrack | RerankedNextTrack) else scorer
+    if not isinstance(inner, ModelNextTrack):
+        raise TypeError(f"no LSTM in {type(scorer).__name__}")
+    return inner
+
+
 def songnet_scorer(
     model: LoadedModel,
     history: ListeningHistory,
@@ -177,10 +200,15 @@ def songnet_scorer(
     *,
     artist_of: npt.NDArray[np.int64],
     zone_name: str,
+    reranker: Reranker | None = None,
 ) -> NextTrackScorer:
     """The ranker for continuing from `history`: the model reading the listener's last plays,
-    fused with the history's baselines where `weights` give them a share."""
+    its top list and the history's baselines' reranked by `reranker`; without one, fused
+    under `weights` where they give the baselines a share."""
     scorer = model_scorer(model, history, artist_of=artist_of, zone_name=zone_name)
+    if reranker is not None:
+        blend = blended_scorer(scorer, history, dict.fromkeys(reranker.lists, 1.0))
+        return reranked_scorer(blend, history, reranker, artist_of=artist_of)
     return blended_scorer(scorer, history, weights) if fuses_baselines(weights) else scorer
 
 
@@ -223,5 +251,5 @@ def rules_scorer(
 
 __all__ = [
     "PREFIX_ROOM", "RULES_WEIGHTS", "ListeningHistory", "ModelNextTrack", "PopularNextTrack", "blended_scorer",
-    "fuses_baselines", "model_scorer", "rules_scorer", "songnet_scorer",
+    "fuses_baselines", "lstm_of", "model_scorer", "reranked_scorer", "rules_scorer", "songnet_scorer",
 ]  # fmt: skip

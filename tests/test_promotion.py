@@ -1,5 +1,5 @@
 """Promotion compares what ships: each model's full ranker (its LSTM fused with the
-baselines under its own blend weights), not the LSTMs alone."""
+baselines under its own blend weights, or reranked by its own reranker), not the LSTMs alone."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from songnet_core.dataset import ListeningSequence, build_sequence
 from songnet_core.history import Listen
 from songnet_core.model import LoadedModel
 from songnet_core.promotion import MIN_COMPARE_STEPS, Ranker, compare_on_split
+from songnet_core.rerank import Reranker
 from songnet_core.train import TrainConfig, TrainingData, train
 
 CYCLE = 40  # tracks, always heard in the same order: the Markov rule predicts every step
@@ -66,3 +67,12 @@ def test_steps_the_promoted_model_trained_on_are_left_out(cyclic: tuple[Listenin
     )  # fmt: skip
     assert cmp.left_out_steps == 10 * 7 and cmp.steps == 10 * 7 >= MIN_COMPARE_STEPS
     assert cmp.new_hr10 > 0.95 > cmp.current_hr10
+
+
+def test_a_rankers_own_reranker_is_what_is_compared(cyclic: tuple[ListeningSequence, LoadedModel]) -> None:
+    seq, model = cyclic
+    # Transitions from the current track decide: on these sessions, the Markov rule itself.
+    follows = Reranker(("model", "pop"), {"log_follows": 5.0})
+    cmp = compare_on_split(Ranker(model, {}, follows), Ranker(model, {}), seq, FIRST_VAL, SESSIONS, zone="UTC")
+    assert cmp.new_hr10 > 0.95
+    assert cmp.current_hr10 < 0.5

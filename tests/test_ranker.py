@@ -14,11 +14,11 @@ from service.library import load_listens, load_tracks
 from service.playlists import PlaylistGenerator, blend_weights
 from service.settings import PlaylistConfig, load_settings
 from service.training import listener_zone_name
-from songnet_core.blend import BlendedNextTrack
 from songnet_core.dataset import Vocabulary, build_sequence
 from songnet_core.evaluate import ProtocolSplit, RankingLibrary, songnet_ranks
 from songnet_core.generate import PlaylistRules, Sampling
 from songnet_core.history import Listen
+from songnet_core.rerank import RerankedNextTrack, Reranker
 from tests.trained_library import partly_nameless_plays, train_library
 
 
@@ -35,8 +35,9 @@ def test_generators_first_greedy_pick_is_evals_top_1_for_the_same_prefix(trained
     assert stored is not None
     generator = PlaylistGenerator.from_promoted(engine, settings)
     weights = blend_weights(stored.metrics)
-    # The daemon's scorer is the blend whenever the model carries weights for the baselines.
-    assert isinstance(generator.scorer, BlendedNextTrack) == bool(weights)
+    reranker = Reranker.from_metrics(stored.metrics)
+    # The daemon's scorer is the reranker the model was stored with (training fits one).
+    assert reranker is not None and isinstance(generator.scorer, RerankedNextTrack)
     listens = load_listens(engine)
     tracks = load_tracks(engine)
     kept = [x for x in listens if x.ms_played >= settings.min_play_ms]
@@ -64,5 +65,5 @@ def test_generators_first_greedy_pick_is_evals_top_1_for_the_same_prefix(trained
     split = ProtocolSplit(seq, last, np.asarray([start + 1]), Vocabulary.build(seq.prefix(last)))
     model = model_store.load_promoted(engine)
     assert model is not None
-    ranks = songnet_ranks(RankingLibrary(seq, zone), model, weights or {"model": 1.0}, None, split)
+    ranks = songnet_ranks(RankingLibrary(seq, zone), model, weights or {"model": 1.0}, None, split, reranker=reranker)
     assert ranks["songnet"].tolist() == [1]
