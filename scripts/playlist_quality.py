@@ -51,7 +51,10 @@ def load_export(path: Path) -> tuple[list[Any], dict[int, Any]]:
     return read.listens, read.tracks
 
 
-def measure_export(name: str, samplings: list[str], epochs: int | None, seed: int) -> dict[str, Any]:
+def measure_export(
+    name: str, samplings: list[str], epochs: int | None, seed: int, *, on_validation: bool = False,
+    sharpness: tuple[float, ...] = (),
+) -> dict[str, Any]:  # fmt: skip
     from zoneinfo import ZoneInfo
 
     from service.playlists import DEFAULT_TOP_P
@@ -66,15 +69,18 @@ def measure_export(name: str, samplings: list[str], epochs: int | None, seed: in
     from songnet_core.generate import GenerationContext, MarkovScorer, PlaylistRules, Sampling
     from songnet_core.playlist_quality import score_session, summarise_scores
     from songnet_core.ranker import ListeningHistory, songnet_scorer
+    from songnet_core.rerank import RerankedNextTrack
     from songnet_core.train import train, validation_halves
     from songnet_core.transitions import TransitionCounts
 
     assert SAMPLINGS["default"]["top_p"] == DEFAULT_TOP_P
     started = time.monotonic()
     listens, _ = load_export(CORPUS / name)
-    seq = build_sequence(listens, tz="UTC")
-    split = protocol_split(seq)
     cfg = evaluation_train_config(seed=seed, **({} if epochs is None else {"max_epochs": epochs}))
+    split = protocol_split(
+        build_sequence(listens, tz="UTC"), validation_share=cfg.val_share if on_validation else None
+    )
+    seq = split.seq
     n_train = split.first_test_session
     _, weights_first = validation_halves(n_train, cfg.val_share)
     result = train(cfg, protocol_training_data(listens, split, cfg, "UTC"))
@@ -84,6 +90,7 @@ def measure_export(name: str, samplings: list[str], epochs: int | None, seed: in
     fitted = fit_songnet_weights(library, result.validation_model, target_positions(seq, weights_first, n_train))
     weights = fitted.weights if fitted is not None else {"model": 1.0}
     reranker = fitted.reranker if fitted is not None else None
+    variants = {f"songnet@{s:g}": s for s in sharpness} if reranker is not None else {}
 
     rules = PlaylistRules()  # the daemon's defaults
     out: dict[str, Any] = {
@@ -93,7 +100,7 @@ def measure_export(name: str, samplings: list[str], epochs: int | None, seed: in
     }  # fmt: skip
     for sampling_name in samplings:
         sampling = Sampling(**SAMPLINGS[sampling_name])
-        per_scorer: dict[str, list[Any]] = {n: [] for n in SCORERS}
+        per_scorer: dict[str, list[Any]] = {n: [] for n in (*SCORERS, *variants)}
         for s in range(n_train, seq.n_sessions):
             history = ListeningHistory.of(seq, s)
             context = GenerationContext.at(int(seq.end_ts[seq.session_bounds(s)[0]]), ZoneInfo("UTC"))
@@ -104,6 +111,10 @@ def measure_export(name: str, samplings: list[str], epochs: int | None, seed: in
                 "model": songnet_scorer(result.model, history, {"model": 1.0}, artist_of=library.artist_of, zone_name="UTC"),
                 "markov": MarkovScorer(TransitionCounts(history.sessions), library.artist_of.size),
             }
+            songnet = scorers["songnet"]
+            for variant, s_ in variants.items():
+                assert isinstance(songnet, RerankedNextTrack)
+                scorers[variant] = songnet.with_sharpness(s_)
             session = seq.track_ids[slice(*seq.session_bounds(s))].tolist()
             for scorer_name, scorer in scorers.items():
                 score = score_session(
@@ -120,6 +131,35 @@ def measure_export(name: str, samplings: list[str], epochs: int | None, seed: in
             for scorer_name, scores in per_scorer.items()
         }
     out["seconds"] = round(time.monotonic() - started, 1)
+    return out
+
+
+MIN_SESSIONS = 20  # exports with fewer test sessions say too little for the yardstick
+
+
+def yardstick(figures: dict[str, Any]) -> dict[str, Any]:
+    """Each generator at the daemon's sampling against a greedy Markov walk (always the most
+    frequent next track) on R-precision, over exports with at least `MIN_SESSIONS` sessions:
+    the ratio per export, its macro average and minimum, and distinct artists per 20."""
+    out: dict[str, Any] = {}
+    usable = [n for n, f in figures.items() if {"default", "greedy"} <= set(f["results"])]
+    usable = [n for n in usable if figures[n]["results"]["greedy"]["markov"]["sessions"] >= MIN_SESSIONS]
+    if not usable:
+        return out
+    for scorer in figures[usable[0]]["results"]["default"]:
+        ratios = {}
+        for n in usable:
+            walk = figures[n]["results"]["greedy"]["markov"]["r_precision"]["value"]
+            mine = figures[n]["results"]["default"][scorer]["r_precision"]["value"]
+            ratios[n] = mine / walk if walk > 0 else float("nan")
+        finite = [r for r in ratios.values() if r == r]
+        artists = [figures[n]["results"]["default"][scorer]["distinct_artists"]["value"] for n in usable]
+        out[scorer] = {
+            "ratio_to_greedy_markov": ratios,
+            "macro": sum(finite) / len(finite) if finite else float("nan"),
+            "min": min(finite) if finite else float("nan"),
+            "distinct_artists": sum(artists) / len(artists),
+        }
     return out
 
 
@@ -145,6 +185,23 @@ def markdown(figures: dict[str, Any], run: dict[str, Any]) -> str:
         "history. 95 % bootstrap intervals over sessions.",
         "",
     ]
+    target = yardstick(figures)
+    if target:
+        names = list(next(iter(target.values()))["ratio_to_greedy_markov"])
+        lines += [
+            f"## Against a greedy Markov walk (exports with ≥ {MIN_SESSIONS} test sessions)",
+            "",
+            "R-precision of each generator at the daemon's sampling (default) divided by that of a",
+            "greedy Markov walk (always the most frequent next track, popularity where there is none,",
+            "under the same rules); distinct artists per 20 at the daemon's sampling.",
+            "",
+            "| scorer | " + " | ".join(names) + " | macro | min | distinct artists |",
+            "| --- | " + " | ".join("---:" for _ in names) + " | ---: | ---: | ---: |",
+        ]
+        for scorer, t in target.items():
+            cells = " | ".join(f"{t['ratio_to_greedy_markov'][n]:.2f}" for n in names)
+            lines.append(f"| {scorer} | {cells} | **{t['macro']:.2f}** | {t['min']:.2f} | {t['distinct_artists']:.1f} |")
+        lines.append("")
     for sampling in next(iter(figures.values()))["results"]:
         s = SAMPLINGS[sampling]
         lines += [f"## Sampling: {sampling} ({', '.join(f'{k} {v}' for k, v in s.items())})", ""]
@@ -169,6 +226,11 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=None, help="cap on training epochs (default: TrainConfig's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=DOCS, help="where PLAYLIST_QUALITY.md and playlist_quality.json go")
+    parser.add_argument("--on-validation", action="store_true", help="the validation split (test unseen), for choices")
+    parser.add_argument(
+        "--sharpness", type=float, nargs="*", default=[],
+        help="also generate with the reranker at these sharpnesses (scorers songnet@S)",
+    )  # fmt: skip
     args = parser.parse_args()
     from service.logging import configure_logging
 
@@ -179,18 +241,23 @@ def main() -> int:
     samplings = ["default", "greedy"] if args.sampling == "both" else [args.sampling]
     names = args.exports or sorted(p.name for p in CORPUS.iterdir() if p.is_dir())
     started = time.monotonic()
-    run: dict[str, Any] = {"commit": commit(), "seed": args.seed, "epochs": args.epochs}
+    run: dict[str, Any] = {
+        "commit": commit(), "seed": args.seed, "epochs": args.epochs, "on_validation": args.on_validation,
+    }  # fmt: skip
     figures: dict[str, Any] = {}
     for name in names:
         print(f"{name}: importing, training, generating…", file=sys.stderr, flush=True)
-        figures[name] = measure_export(name, samplings, args.epochs, args.seed)
+        figures[name] = measure_export(
+            name, samplings, args.epochs, args.seed, on_validation=args.on_validation, sharpness=tuple(args.sharpness)
+        )
         print(f"{name}: done in {figures[name]['seconds']:.0f} s", file=sys.stderr, flush=True)
     run["seconds"] = round(time.monotonic() - started, 1)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     text = markdown(figures, run)
     (out / "PLAYLIST_QUALITY.md").write_text(text + "\n", encoding="utf-8")
-    (out / "playlist_quality.json").write_text(json.dumps({"run": run, "exports": figures}, indent=2) + "\n", encoding="utf-8")
+    summary = {"run": run, "yardstick": yardstick(figures), "exports": figures}
+    (out / "playlist_quality.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     print(text)
     return 0
 

@@ -45,6 +45,11 @@ METRIC_PREFIX = "rerank_"  # a model's metrics keep its reranker as `rerank_<fea
 L2 = 0.1  # the pull towards the fusion's weighting (validation choice, docs/experiments)
 MIN_FIT_STEPS = 20  # fewer steps with the target among the candidates: no reranker, the fusion ranks
 NEWTON_STEPS = 30
+# Generation samples from `SHARPNESS * score`: the fitted scores are next-track log-odds, and
+# a playlist that follows them a little more closely than one draw in proportion holds more of
+# what the listener plays next (the choice made on validation: docs/experiments/README.md).
+# A power of two, so ranks (evaluation, promotion) are those of the scores themselves.
+SHARPNESS = 1.0
 DAY = 86_400
 NEVER_HOURS = 20 * 365 * 24  # a track never played reads as last heard twenty years ago
 F64 = npt.NDArray[np.float64]
@@ -165,11 +170,23 @@ class RerankedNextTrack:
     list keep the model's order far below (`blend.FALLBACK`)."""
 
     def __init__(
-        self, blend: BlendedNextTrack, reranker: Reranker, plays: PlayIndex, end: int, artist_of: IntArray
+        self,
+        blend: BlendedNextTrack,
+        reranker: Reranker,
+        plays: PlayIndex,
+        end: int,
+        artist_of: IntArray,
+        *,
+        sharpness: float = SHARPNESS,
     ) -> None:
         self.blend, self.reranker, self.plays, self.end, self.artist_of = blend, reranker, plays, end, artist_of
+        self.sharpness = sharpness
         self.w = reranker.vector()
         self.size = blend.size
+
+    def with_sharpness(self, sharpness: float) -> RerankedNextTrack:
+        """The same ranker sampled more (or less) sharply: the same order, other odds."""
+        return RerankedNextTrack(self.blend, self.reranker, self.plays, self.end, self.artist_of, sharpness=sharpness)
 
     @property
     def model(self) -> Any:
@@ -181,7 +198,7 @@ class RerankedNextTrack:
     def scores(self, history: Sequence[int], context: GenerationContext) -> F64:
         step = self.features(history, context)
         out: F64 = FALLBACK + step.model
-        out[step.cands] = step.x @ self.w
+        out[step.cands] = self.sharpness * (step.x @ self.w)
         return out
 
 
@@ -271,6 +288,6 @@ def fit_reranker(steps: Sequence[FitStep], lists: Sequence[str], fusion_weights:
 
 
 __all__ = [
-    "FEATURES", "L2", "METRIC_PREFIX", "MIN_FIT_STEPS", "FitStep", "PlayIndex", "RerankedNextTrack", "Reranker",
+    "FEATURES", "L2", "METRIC_PREFIX", "MIN_FIT_STEPS", "SHARPNESS", "FitStep", "PlayIndex", "RerankedNextTrack", "Reranker",
     "StepFeatures", "fit_reranker", "step_features",
 ]  # fmt: skip
