@@ -149,11 +149,8 @@ def run_in_child(
     killed_for: str | None = None
     try:
         while True:
-            try:
-                proc.wait(timeout=poll_seconds)
+            if _exited(proc, poll_seconds):
                 break
-            except subprocess.TimeoutExpired:
-                pass
             if stop.is_set() and stop_sent is None:
                 proc.send_signal(signal.SIGTERM)
                 stop_sent = time.monotonic()
@@ -180,6 +177,25 @@ def run_in_child(
         stopping=stop_sent is not None,
         killed_for=killed_for,
     )
+
+
+def _exited(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Whether the child has exited, waiting up to `timeout` seconds. Reaps it with
+    `os.waitpid` itself: `Popen.wait(timeout=)` spins for as long as its internal wait lock is
+    held elsewhere, and a fresh-clone CI run saw it spin 600 s past a dead (-9) child."""
+    end = time.monotonic() + timeout
+    while proc.returncode is None:
+        try:
+            pid, status = os.waitpid(proc.pid, os.WNOHANG)
+        except ChildProcessError:  # reaped by Popen itself (which then set returncode)
+            return proc.poll() is not None or proc.returncode is not None
+        if pid == proc.pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            break
+        if time.monotonic() >= end:
+            return False
+        time.sleep(min(0.02, timeout))
+    return True
 
 
 def _read_all(proc: subprocess.Popen[bytes], chunks: list[bytes]) -> None:
