@@ -188,7 +188,7 @@ def _exited(proc: subprocess.Popen[bytes], timeout: float) -> bool:
         try:
             pid, status = os.waitpid(proc.pid, os.WNOHANG)
         except ChildProcessError:  # reaped by Popen itself (which then set returncode)
-            return proc.poll() is not None or proc.returncode is not None
+            return proc.poll() is not None
         if pid == proc.pid:
             proc.returncode = os.waitstatus_to_exitcode(status)
             break

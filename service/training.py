@@ -272,8 +272,9 @@ BLEND_FIT_STEPS = 2000  # validation steps the blend weights are fitted on (a ra
 def _blend_weights(
     seq: ListeningSequence, validation_model: LoadedModel, weights_first: int, n_train: int, zone: str
 ) -> dict[str, float]:
-    """`blend_<scorer>` weights for generation, fitted on the second half of the validation
-    sessions as `songnet eval` fits them; none (the model alone) when there is nothing to fit on."""
+    """The ranking metrics for generation (`FittedRanking.metrics`: `blend_<scorer>` weights
+    and the `rerank_<feature>` reranker), fitted on the second half of the validation sessions
+    as `songnet eval` fits them; none (the model alone) when there is nothing to fit on."""
     from songnet_core.dataset import target_positions
     from songnet_core.evaluate import RankingLibrary, fit_songnet_weights
 

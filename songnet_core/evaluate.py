@@ -293,8 +293,8 @@ def fit_songnet_weights(
                 ids[row, j, got.size :] = -2 - np.arange(TOP - got.size)
             t = int(seq.track_ids[p])
             targets[row] = t if t in vocab and t != int(seq.track_ids[p - 1]) else -1
-            for used, steps in ((SCORERS, full_steps), (SCORERS[1:], base_steps)):
-                f = step_features(blended, used, plays, len(history.track_ids), library.artist_of, prefix, ctx, computed)
+            full = step_features(blended, SCORERS, plays, len(history.track_ids), library.artist_of, prefix, ctx, computed)
+            for f, steps in ((full, full_steps), (full.restricted(SCORERS, SCORERS[1:]), base_steps)):
                 at = int(np.searchsorted(f.cands, t))
                 hit = targets[row] >= 0 and at < f.cands.size and int(f.cands[at]) == t
                 steps.append(FitStep(f.x, at if hit else -1))

@@ -124,6 +124,16 @@ class StepFeatures:
     x: F64
     model: F64
 
+    def restricted(self, lists_used: Sequence[str], keep: Sequence[str]) -> StepFeatures:
+        """The same step over `keep`'s lists alone (a subset of `lists_used`, the lists these
+        features were computed over): their candidates, their columns and the candidates' own
+        features, as `step_features` over `keep` gives them, without counting again."""
+        at = [list(lists_used).index(s) for s in keep]
+        rows = (self.x[:, [3 * j + 1 for j in at]] > 0).any(axis=1)
+        cols = [3 * j + k for j in at for k in range(len(LIST_FEATURES))]
+        cols += list(range(3 * len(lists_used), self.x.shape[1]))
+        return StepFeatures(self.cands[rows], self.x[np.ix_(rows, np.array(cols, dtype=np.intp))], self.model)
+
 
 def step_features(
     blend: BlendedNextTrack,

@@ -15,6 +15,7 @@ from service.db import open_database
 from service.playlists import PlaylistGenerator
 from service.settings import PlaylistConfig, load_settings
 from songnet_core.blend import SCORERS
+from songnet_core.generate import GenerationContext
 from songnet_core.rerank import (
     CANDIDATE_FEATURES,
     DAY,
@@ -25,6 +26,7 @@ from songnet_core.rerank import (
     RerankedNextTrack,
     Reranker,
     fit_reranker,
+    step_features,
 )
 from tests.trained_library import partly_nameless_plays, train_library
 
@@ -136,4 +138,14 @@ def test_training_stores_a_reranker_and_the_daemon_ranks_with_it(trained: Path) 
     playlist = generator.generate(config, now=1_750_000_000, rng_seed=3)
     ids = [t.track_id for t in playlist.tracks]
     assert len(ids) == 30 and len(set(ids)) == 30
+    # The baselines' features, taken from the full step's, are those counted over their lists alone.
+    scorer = generator.scorer
+    context = GenerationContext.at(1_750_000_000, settings_.zone)
+    for n in (1, 4, 20):
+        args = (scorer.plays, scorer.end, scorer.artist_of, ids[:n], context)
+        full = step_features(scorer.blend, SCORERS, *args)
+        direct = step_features(scorer.blend, SCORERS[1:], *args)
+        derived = full.restricted(SCORERS, SCORERS[1:])
+        assert derived.cands.tolist() == direct.cands.tolist() and derived.cands.size < full.cands.size
+        assert np.array_equal(derived.x, direct.x)
     engine.dispose()
