@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from songnet_core.dataset import N_CONTEXT, Vocabulary, build_sequence
 from songnet_core.model import (
@@ -14,6 +15,7 @@ from songnet_core.model import (
     ModelConfig,
     PlayContext,
     SongNet,
+    bucket_bias,
     load_checkpoint,
     sample_candidates,
     save_checkpoint,
@@ -211,3 +213,21 @@ def test_scoring_from_a_later_step_gives_the_same_rows() -> None:
         later, _ = model(x, first=4)
     assert whole is not None and later is not None
     assert later.shape == (2, 3, C) and torch.allclose(whole[:, 4:], later, atol=1e-5)
+
+
+def test_bucket_bias_gives_an_embeddings_values_and_gradients() -> None:
+    torch.manual_seed(0)
+    table = nn.Embedding(24, 1)
+    index = torch.randint(0, 24, (3, 7, 50))
+    index[0, 0, :5] = 23  # repeats and a bucket no other entry uses
+    index[1] = 4
+    upstream = torch.randn(index.shape)
+    mine = bucket_bias(table, index)
+    (mine * upstream).sum().backward()
+    assert table.weight.grad is not None
+    got = table.weight.grad.clone()
+    table.weight.grad = None
+    plain = table(index).squeeze(-1)
+    (plain * upstream).sum().backward()
+    assert torch.equal(mine, plain)
+    torch.testing.assert_close(got, table.weight.grad)
