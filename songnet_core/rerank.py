@@ -47,9 +47,9 @@ MIN_FIT_STEPS = 20  # fewer steps with the target among the candidates: no reran
 NEWTON_STEPS = 30
 # Generation samples from `SHARPNESS * score`: the fitted scores are next-track log-odds, and
 # a playlist that follows them a little more closely than one draw in proportion holds more of
-# what the listener plays next (the choice made on validation: docs/experiments/README.md).
-# A power of two, so ranks (evaluation, promotion) are those of the scores themselves.
-SHARPNESS = 1.0
+# what the listener plays next (2 beat 1, 4 and 8 on validation: docs/experiments/README.md).
+# A positive factor, so ranks (evaluation, promotion) are those of the scores themselves.
+SHARPNESS = 2.0
 DAY = 86_400
 NEVER_HOURS = 20 * 365 * 24  # a track never played reads as last heard twenty years ago
 F64 = npt.NDArray[np.float64]
