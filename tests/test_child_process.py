@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from service import child_process
+from service import child_process, child_tasks
 from service.child_process import ChildJobError, run_in_child
 from service.child_tasks import DEFAULT_TRAIN_BUDGET_SECONDS, train_deadline_seconds
 from service.db import open_database
@@ -180,8 +180,11 @@ def test_training_over_its_memory_cap_fails_clearly_and_stores_nothing(
     tmp_path: Path, exports: list[Path], logs: io.StringIO, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # However the capped child dies (MemoryError, SIGABRT, a hang the watchdog ends), the
-    # same error; a hang is cut short here.
+    # same error; a hang is cut short here. A child that hangs while spinning (a fresh-clone CI
+    # run saw one use CPU for 600 s under the cap, so the stall check never fired) is ended by
+    # the deadline, shortened here from training's 2 x budget + 900 s.
     monkeypatch.setattr(child_process, "STALL_SECONDS", 20.0)
+    monkeypatch.setattr(child_tasks, "train_deadline_seconds", lambda settings: 90.0)
     settings = load_settings(
         data_dir=tmp_path / "data", export_dir=tmp_path / "exports", train_memory_mb=256, **QUICK
     )
