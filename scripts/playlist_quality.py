@@ -243,6 +243,8 @@ def main() -> int:
     configure_logging("console", "warning")
     samplings = ["default", "greedy"] if args.sampling == "both" else [args.sampling]
     names = args.exports or sorted(p.name for p in CORPUS.iterdir() if p.is_dir())
+    if not names:
+        parser.error(f"no exports to measure: name some, or put export folders in {CORPUS}")
     started = time.monotonic()
     run: dict[str, Any] = {
         "commit": commit(), "seed": args.seed, "epochs": args.epochs, "on_validation": args.on_validation,
