@@ -19,6 +19,7 @@ all of them (sampled softmax, for a large vocabulary: see `Candidates`).
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from collections.abc import Sequence
@@ -91,6 +92,24 @@ def log_bucket(distance: Tensor, per_doubling: float, n_buckets: int) -> Tensor:
     return (torch.log2(distance.float().clamp(min=0.0) + 1.0) * per_doubling).long().clamp(max=n_buckets - 1)
 
 
+@functools.cache
+def log_bucket_bounds(scale: float, per_doubling: float, n_buckets: int) -> Tensor:
+    """The least float32 `d` of each bucket 1 .. n-1 of `log_bucket(d * scale, ...)`, so that
+    `torch.bucketize(d, bounds, right=True)` gives exactly its buckets in one pass, not seven
+    (each over the [B, T, M+T] hours back). Found by stepping float by float from the real
+    bound, as rounding in log2 moves it."""
+    found = []
+    down, up = torch.tensor(-math.inf), torch.tensor(math.inf)
+    for k in range(1, n_buckets):
+        bound = torch.tensor((2.0 ** (k / per_doubling) - 1.0) / scale, dtype=torch.float32)
+        while int(log_bucket(bound * scale, per_doubling, n_buckets)) >= k:
+            bound = torch.nextafter(bound, down)
+        while int(log_bucket(bound * scale, per_doubling, n_buckets)) < k:
+            bound = torch.nextafter(bound, up)
+        found.append(bound)
+    return torch.stack(found)
+
+
 class _BucketBias(torch.autograd.Function):
     """`weight[index]` for a short 1-d `weight` and a large `index`, its gradient summed by
     `bincount`: an embedding's backward sorts all of `index` (a million entries per batch for
@@ -100,7 +119,7 @@ class _BucketBias(torch.autograd.Function):
     def forward(ctx: Any, weight: Tensor, index: Tensor) -> Tensor:
         ctx.save_for_backward(index)
         ctx.n_buckets = weight.shape[0]
-        return weight[index]
+        return weight.index_select(0, index.reshape(-1)).view_as(index)  # half of `weight[index]`'s time
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
@@ -162,7 +181,8 @@ class SongNet(nn.Module):
     def recency_bias(self, steps: Tensor, hours: Tensor) -> Tensor:
         """The copy expert's learned preference for plays `steps` positions and `hours` back."""
         by_steps = bucket_bias(self.steps_back, log_bucket(steps, 2.0, self.cfg.step_buckets))
-        by_hours = bucket_bias(self.hours_back, log_bucket(hours * 4.0, 1.0, self.cfg.hour_buckets))
+        bounds = log_bucket_bounds(4.0, 1.0, self.cfg.hour_buckets)  # 4 buckets per hour at first
+        by_hours = bucket_bias(self.hours_back, torch.bucketize(hours.float(), bounds, right=True))
         return by_steps + by_hours
 
     def forward(
@@ -176,11 +196,14 @@ class SongNet(nn.Module):
         h, _ = self.lstm(torch.tanh(self.inp(torch.cat([e_all[:, m:], x.context[:, m:]], dim=-1))))
         h = self.drop(h[:, first:])
         if candidates is not None and targets is not None:
-            vectors = self.class_vectors(candidates.classes)
-            logits = self.out(h) @ vectors.T + self.bias[candidates.classes]  # [B, T, K]
-            explore = logits.gather(2, candidates.target_index[..., None]).squeeze(-1) - (
-                logits + candidates.log_weight
-            ).logsumexp(-1)
+            # Bias and log weight ride along the matmul as one more column, and one fused
+            # log-softmax follows: the [B, T, K] logits are the step's largest tensor, and
+            # separate adds, a gather and a logsumexp each made passes over them. A target's
+            # log weight is 0, so its weighted logit is its logit.
+            out = self.out(h)
+            weighted = torch.cat([self.class_vectors(candidates.classes), (self.bias[candidates.classes] + candidates.log_weight)[:, None]], dim=1)
+            logits = torch.cat([out, out.new_ones(*out.shape[:-1], 1)], dim=-1) @ weighted.T  # [B, T, K]
+            explore = -F.cross_entropy(logits.flatten(0, 1), candidates.target_index.flatten(), reduction="none").view_as(targets)
         else:
             logits = self.out(h) @ self.class_vectors().T + self.bias  # [B, T, C]
             explore = None
@@ -212,8 +235,8 @@ class SongNet(nn.Module):
             return logp, None
         tgt = targets.clamp(min=0)
         if explore is None:
-            explore = logits.gather(2, tgt[..., None]).squeeze(-1) - logits.logsumexp(-1)
-        copy_t = (attn * (x.cls[:, None, :] == tgt[..., None])).sum(-1)
+            explore = -F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), reduction="none").view_as(tgt)
+        copy_t = torch.where(x.cls[:, None, :] == tgt[..., None], attn, 0.0).sum(-1)
         logp_t = torch.logaddexp(log_explore.squeeze(-1) + explore, log_copy.squeeze(-1) + copy_t.clamp(min=1e-12).log())
         mask = targets >= 0
         return None, -(logp_t * mask).sum() / mask.sum().clamp(min=1)

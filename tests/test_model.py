@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import nn
 
 from songnet_core.dataset import N_CONTEXT, Vocabulary, build_sequence
@@ -17,6 +19,8 @@ from songnet_core.model import (
     SongNet,
     bucket_bias,
     load_checkpoint,
+    log_bucket,
+    log_bucket_bounds,
     sample_candidates,
     save_checkpoint,
 )
@@ -231,3 +235,29 @@ def test_bucket_bias_gives_an_embeddings_values_and_gradients() -> None:
     (plain * upstream).sum().backward()
     assert torch.equal(mine, plain)
     torch.testing.assert_close(got, table.weight.grad)
+
+
+HOURS_BOUNDS = log_bucket_bounds(4.0, 1.0, 24)
+
+
+def _floats_beside(bound: float, n: int) -> list[float]:
+    """`bound` and the `n` float32 values on either side of it."""
+    out, below, above = [bound], torch.tensor(bound), torch.tensor(bound)
+    for _ in range(n):
+        below, above = torch.nextafter(below, torch.tensor(-1.0e30)), torch.nextafter(above, torch.tensor(1.0e30))
+        out += [below.item(), above.item()]
+    return out
+
+
+def test_bucketize_over_the_bounds_is_log_bucket_at_every_float_beside_a_bound() -> None:
+    for bound in HOURS_BOUNDS.tolist():
+        hours = torch.tensor(_floats_beside(bound, 40), dtype=torch.float32)
+        assert torch.equal(torch.bucketize(hours, HOURS_BOUNDS, right=True), log_bucket(hours * 4.0, 1.0, 24))
+    steps = log_bucket_bounds(1.0, 2.0, 26)
+    assert len(steps) == 25 and bool((steps[1:] > steps[:-1]).all())
+
+
+@given(st.lists(st.floats(min_value=-1e3, max_value=1e7, width=32), min_size=1, max_size=50))
+def test_bucketize_over_the_bounds_is_log_bucket(hours: list[float]) -> None:
+    h = torch.tensor(hours, dtype=torch.float32)
+    assert torch.equal(torch.bucketize(h, HOURS_BOUNDS, right=True), log_bucket(h * 4.0, 1.0, 24))
