@@ -128,6 +128,9 @@ class EvaluationReport:
     train_sessions: int
     results: dict[str, dict[str, Estimate]]  # scorer name -> metric -> estimate
     model_metrics: dict[str, float] = field(default_factory=dict)
+    # The fit's epochs (`TrainResult.history`): loss, validation HR@10, seconds since it began;
+    # what an early-stopping rule can be judged on without training again.
+    training_curve: list[dict[str, float]] = field(default_factory=list)
     best_baseline: str | None = None
     # songnet − best baseline per metric, paired bootstrap over test sessions
     differences: dict[str, Estimate] = field(default_factory=dict)
@@ -156,6 +159,8 @@ class EvaluationReport:
                     ratio[f"{m}_difference_ci"] = [round(d.lo, 4), round(d.hi, 4)]
                 out["ratio"] = ratio
         out["model_training"] = {k: round(v, 4) for k, v in self.model_metrics.items()}
+        if self.training_curve:
+            out["training_curve"] = [{k: round(v, 4) for k, v in epoch.items()} for epoch in self.training_curve]
         return out
 
 
@@ -393,6 +398,7 @@ def evaluate_listens(
     candidates = np.ones(split.vocab.n_classes, dtype=bool)
     sessions = seq.session[split.positions]
     model_metrics: dict[str, float] = {}
+    training_curve: list[dict[str, float]] = []
     ranks: dict[str, npt.NDArray[np.int64]] = {}
     if with_model:
         n_train = split.first_test_session
@@ -400,6 +406,7 @@ def evaluate_listens(
         result = train(cfg, protocol_training_data(listens, split, cfg, tz), progress=progress)
         assert result.model is not None
         model_metrics = dict(result.metrics)
+        training_curve = list(result.history)
         library = RankingLibrary(seq, tz)
         fitted = None
         if with_blend and result.validation_model is not None:
@@ -429,7 +436,7 @@ def evaluate_listens(
     return EvaluationReport(
         test_steps=len(split.positions), test_sessions=seq.n_sessions - split.first_test_session,
         train_sessions=split.first_test_session, results=results, model_metrics=model_metrics,
-        best_baseline=best, differences=differences,
+        training_curve=training_curve, best_baseline=best, differences=differences,
     )  # fmt: skip
 
 

@@ -320,6 +320,7 @@ def _fit(
     n_classes = model.cfg.n_classes
     sampled = cfg.sampled_negatives > 0 and 4 * cfg.sampled_negatives < n_classes
     scored, n_steps = 0, 0
+    began = clock()
     for epoch in range(1, epochs + 1):
         model.train()
         n_windows = max(cfg.batch_size * cfg.min_steps, math.ceil(cfg.coverage * end / cfg.window))
@@ -354,7 +355,10 @@ def _fit(
                     epoch, epochs, step + 1, steps, total / max(count, 1), val,
                     best_val if best_val >= 0 else None, phase,
                 ))  # fmt: skip
-        history.append({"epoch": float(epoch), "loss": total / max(count, 1), "val_hr@10": val if val is not None else math.nan})
+        history.append({
+            "epoch": float(epoch), "loss": total / max(count, 1), "val_hr@10": val if val is not None else math.nan,
+            "seconds": clock() - began,  # since the phase began, validation included
+        })  # fmt: skip
         if validate is None:
             best_state, best_epoch = copy.deepcopy(model.state_dict()), epoch
         elif since_best >= cfg.patience:

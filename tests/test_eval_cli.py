@@ -55,6 +55,10 @@ def test_eval_json_on_a_real_export(corpus: Path, tmp_path: Path) -> None:
         r = report[name]
         assert r["mrr@10"] <= r["ndcg@10"] <= r["hr@10"]
     assert report["model_training"]["best_epoch"] == 1
+    # The fit's curve, one entry per epoch run, agrees with the best epoch's validation figure.
+    (epoch,) = report["training_curve"]
+    assert epoch["epoch"] == 1 and epoch["seconds"] > 0 and epoch["loss"] > 0
+    assert epoch["val_hr@10"] == pytest.approx(report["model_training"]["val_hr@10"], abs=1e-4)
     # Every scorer ranks the same steps; the best baseline is the best of the four on HR@10.
     assert {report[name]["steps"] for name in SCORERS} == {report["test_steps"]}
     best = report["best_baseline"]
