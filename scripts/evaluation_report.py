@@ -279,6 +279,8 @@ def main() -> None:
     if args.from_json:
         saved = json.loads(store.read_text())
         run, results = saved["run"], saved["exports"]
+        if "incomplete" in run:
+            sys.exit(f"{store} is from a run cut short ({run['incomplete']}): run the report again")
     else:
         if not CORPUS.is_dir():
             sys.exit(f"corpus not found at {CORPUS}")
@@ -291,6 +293,9 @@ def main() -> None:
             results[n] = evaluate_export(CORPUS / n, args.seed, args.epochs)
             r = results[n]
             print(f"{n}: " + ", ".join(f"{s} {r[s]['hr@10']:.3f}" for s in SCORERS) + f" ({r['seconds']:.0f} s)", file=sys.stderr, flush=True)
+            # What is measured so far survives a run cut short; `--from-json` refuses it.
+            partial = {**run, "incomplete": f"{len(results)} of {len(names)} exports"}
+            store.write_text(json.dumps({"run": partial, "exports": results}, indent=1) + "\n")
         run["seconds"] = round(time.monotonic() - started, 1)
         store.write_text(json.dumps({"run": run, "exports": results}, indent=1) + "\n")
     (out / "EVALUATION.md").write_text(markdown(results, run))
