@@ -2,8 +2,8 @@
 
 The last `val_share` of the training sessions (by start time) is held out for validation;
 after each epoch the model ranks those sessions' tracks exactly as the evaluation protocol
-does, and training stops once validation HR@10 has not improved for `patience` epochs,
-keeping the best epoch's weights. With `refit`, a fresh model is then trained on every
+does, and training stops once validation HR@10 has not improved (by more than `min_gain` of
+it) for `patience` epochs, keeping the best epoch's weights (`early_stopping.py`). With `refit`, a fresh model is then trained on every
 session for that many epochs, so the newest listening is learned too. Same data and seed
 give the same model (single-process CPU kernels are deterministic), as long as the wall-clock
 budget (`time_budget_s`) does not cut training short: when it does, the metrics say so
@@ -32,6 +32,7 @@ from songnet_core.dataset import (
     target_positions,
     time_split,
 )
+from songnet_core.early_stopping import EarlyStopping
 from songnet_core.metrics import evaluate_positions, summarise
 from songnet_core.model import Batch, LoadedModel, ModelConfig, SongNet, sample_candidates
 
@@ -57,7 +58,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     max_epochs: int = 30
-    patience: int = 3
+    patience: int = 3  # epochs without an improvement before the fit stops (early_stopping.py)
+    min_gain: float = 0.0  # an improvement beats the best validation HR@10 by more than this share of it
     val_share: float = 0.15
     refit: bool = True
     seed: int = 0
@@ -315,7 +317,7 @@ def _fit(
     rng = np.random.default_rng(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     best_state = copy.deepcopy(model.state_dict())
-    best_val, best_epoch, since_best, tokens = -1.0, 0, 0, 0
+    stopping, tokens = EarlyStopping(cfg.patience, cfg.min_gain), 0
     history: list[dict[str, float]] = []
     n_classes = model.cfg.n_classes
     sampled = cfg.sampled_negatives > 0 and 4 * cfg.sampled_negatives < n_classes
@@ -344,25 +346,21 @@ def _fit(
             total, count = total + float(loss.detach()) * n, count + n
             last = step == steps - 1
             val = validate(model) if (last and validate is not None) else None
-            # No validation steps (a tiny history): every epoch counts as the best so far.
-            if val is not None and (val > best_val or math.isnan(val)):
-                best_val, best_epoch, since_best = (val if not math.isnan(val) else best_val), epoch, 0
+            if val is not None and stopping.observe(epoch, val):
                 best_state = copy.deepcopy(model.state_dict())
-            elif val is not None:
-                since_best += 1
             if progress is not None:
                 progress(TrainProgress(
                     epoch, epochs, step + 1, steps, total / max(count, 1), val,
-                    best_val if best_val >= 0 else None, phase,
+                    stopping.best if stopping.best >= 0 else None, phase,
                 ))  # fmt: skip
         history.append({
             "epoch": float(epoch), "loss": total / max(count, 1), "val_hr@10": val if val is not None else math.nan,
             "seconds": clock() - began,  # since the phase began, validation included
         })  # fmt: skip
         if validate is None:
-            best_state, best_epoch = copy.deepcopy(model.state_dict()), epoch
-        elif since_best >= cfg.patience:
+            best_state, stopping.best_epoch = copy.deepcopy(model.state_dict()), epoch
+        elif stopping.done:
             break
         if deadline is not None and clock() >= deadline:
             break
-    return best_state, best_epoch, best_val, history, tokens, scored / max(n_steps, 1)
+    return best_state, stopping.best_epoch, stopping.best, history, tokens, scored / max(n_steps, 1)
