@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -12,6 +16,8 @@ from hypothesis import strategies as st
 from songnet_core.early_stopping import EarlyStopping, replay
 from songnet_core.train import train
 from tests.test_train import TINY, data
+
+REPO = Path(__file__).resolve().parent.parent
 
 CURVE = [0.10, 0.20, 0.19, 0.20, 0.21, 0.20, 0.20, 0.20]
 
@@ -63,3 +69,54 @@ def test_replaying_a_fits_curve_gives_what_training_did(patience: int, min_gain:
     curve = [h["val_hr@10"] for h in result.history]
     assert replay(curve, patience, min_gain, max_epochs=cfg.max_epochs) == (len(curve), int(result.metrics["best_epoch"]))
     assert result.metrics["val_hr@10"] == curve[int(result.metrics["best_epoch"]) - 1]
+
+
+def _report(curves: dict[str, list[float]]) -> dict[str, object]:
+    exports = {
+        name: {
+            "config": {"patience": 3, "min_gain": 0.0, "max_epochs": 30},
+            "training_curve": [{"epoch": i + 1, "loss": 1.0, "val_hr@10": v, "seconds": 10.0 * (i + 1)} for i, v in enumerate(val)],
+        }
+        for name, val in curves.items()
+    }  # fmt: skip
+    return {"run": {"commit": "abc"}, "exports": exports}
+
+
+def test_the_sweep_chooses_the_fewest_epochs_that_keep_the_validation_figure(tmp_path: Path) -> None:
+    # a rises by under 1 % after epoch 3 (0.6 %, 0.1 %, 0.3 %); b stops gaining after epoch 2.
+    # Both curves end where the shipped rule (patience 3, any rise) stopped.
+    report = _report({"a": [0.10, 0.15, 0.200, 0.2012, 0.2014, 0.202, 0.19, 0.19, 0.19], "b": [0.30, 0.40, 0.39, 0.39, 0.39]})
+    path, out = tmp_path / "evaluation.json", tmp_path / "sweep.json"
+    path.write_text(json.dumps(report))
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "early_stopping_sweep.py"), "--report", str(path), "--out", str(out),
+         "--curve", "bench=0.1,0.2,0.2"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert result["exports"] == ["a", "b"]
+    rows = {(r["patience"], r["min_gain"]): r for r in result["rows"]}
+    assert rows[3, 0.0]["fit_epochs"] == 9 + 5 and rows[3, 0.0]["min_kept_share"] == 1.0 and rows[3, 0.0]["seconds_saved"] == 0.0
+    # Patience 1: any rise keeps a going to epoch 7 (7 + 3 epochs); a 0.5 % gain stops it at
+    # epoch 5 (0.2014 is not 0.5 % above 0.2012); a 1 % gain at epoch 4, keeping 0.200 of
+    # 0.202 (99.0 %): the fewest epochs that keep 99 %, and larger gains do no better.
+    assert [rows[1, g]["exports"]["a"]["epochs"] for g in (0.0, 0.005, 0.01, 0.05)] == [7, 5, 4, 4]
+    assert result["chosen"] == {"patience": 1, "min_gain": 0.01}
+    assert rows[1, 0.01]["exports"]["a"] == {"epochs": 4, "best_epoch": 3, "kept_share": 0.9901, "seconds_saved": 50.0, "refit_epochs_saved": 3}
+    # Keeping 99.5 % rules that out: a 0.5 % gain keeps 0.2012 (99.6 %) in 5 + 3 epochs.
+    strict = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "early_stopping_sweep.py"), "--report", str(path), "--keep", "0.995", "--out", str(out)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert strict.returncode == 0, strict.stderr
+    assert json.loads(out.read_text())["chosen"] == {"patience": 1, "min_gain": 0.005}
+    assert result["further_curves"]["bench"]["1/0.0"] == [3, 2]
+
+
+def test_the_sweep_refuses_a_report_cut_short_or_without_curves(tmp_path: Path) -> None:
+    path = tmp_path / "evaluation.json"
+    for report, says in (({"run": {"incomplete": "1 of 8 exports"}, "exports": {}}, "cut short"), ({"run": {}, "exports": {"a": {}}}, "no training curves")):
+        path.write_text(json.dumps(report))
+        done = subprocess.run([sys.executable, str(REPO / "scripts" / "early_stopping_sweep.py"), "--report", str(path)], capture_output=True, text=True, check=False)
+        assert done.returncode != 0 and says in done.stderr
