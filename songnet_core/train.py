@@ -357,8 +357,9 @@ def _fit(
             "epoch": float(epoch), "loss": total / max(count, 1), "val_hr@10": val if val is not None else math.nan,
             "seconds": clock() - began,  # since the phase began, validation included
         })  # fmt: skip
-        if validate is None:
-            best_state, stopping.best_epoch = copy.deepcopy(model.state_dict()), epoch
+        if validate is None:  # no figure: the rule counts the epoch as the best so far
+            stopping.observe(epoch, math.nan)
+            best_state = copy.deepcopy(model.state_dict())
         elif stopping.done:
             break
         if deadline is not None and clock() >= deadline:
