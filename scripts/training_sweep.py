@@ -63,21 +63,23 @@ def run_one(listens: list[Any], overrides: dict[str, Any], seed: int) -> dict[st
     }  # fmt: skip
 
 
+def macro(per: dict[str, dict[str, Any]], key: str, among: list[str]) -> float:
+    """Mean of `key` over the exports `among` (NaN for none)."""
+    return statistics.mean(per[n][key] for n in among) if among else float("nan")
+
+
 def summary(results: dict[str, dict[str, dict[str, Any]]], plays: dict[str, int], margin: float) -> dict[str, Any]:
     """Macro figures per variant (over the exports every variant ran on) and the choice."""
     names = sorted(set.intersection(*(set(r) for r in results.values()))) if results else []
+    large = [n for n in names if plays[n] >= LARGE_PLAYS]
+    small = [n for n in names if plays[n] < LARGE_PLAYS]
     rows = {}
     for variant, per in results.items():
-        def macro(key: str, among: list[str], per: dict[str, dict[str, Any]] = per) -> float:
-            return statistics.mean(per[n][key] for n in among) if among else float("nan")
-
-        large = [n for n in names if plays[n] >= LARGE_PLAYS]
-        small = [n for n in names if plays[n] < LARGE_PLAYS]
         rows[variant] = {
-            "songnet_hr@10": macro("songnet_hr@10", names), "model_hr@10": macro("model_hr@10", names),
-            "songnet_mrr@10": macro("songnet_mrr@10", names),
-            "songnet_hr@10_large": macro("songnet_hr@10", large), "songnet_hr@10_small": macro("songnet_hr@10", small),
-            "model_hr@10_large": macro("model_hr@10", large),
+            "songnet_hr@10": macro(per, "songnet_hr@10", names), "model_hr@10": macro(per, "model_hr@10", names),
+            "songnet_mrr@10": macro(per, "songnet_mrr@10", names),
+            "songnet_hr@10_large": macro(per, "songnet_hr@10", large), "songnet_hr@10_small": macro(per, "songnet_hr@10", small),
+            "model_hr@10_large": macro(per, "model_hr@10", large),
             "seconds": sum(per[n]["seconds"] for n in names),
         }  # fmt: skip
     chosen = "base"
