@@ -189,7 +189,8 @@ class SongNet(nn.Module):
         self, x: Batch, targets: Tensor | None = None, *, candidates: Candidates | None = None, first: int = 0
     ) -> tuple[Tensor | None, Tensor | None]:
         """Without targets: log-probabilities [B, T - first, C] for window steps `first`
-        onwards (the LSTM still reads the whole window). With targets: the mean loss, over
+        onwards (the LSTM still reads the whole window), for scoring: they are built in place,
+        so no gradient flows back through them. With targets: the mean loss, over
         `candidates` only where given."""
         m = x.memory
         e_all = self.drop(self.embed(x))
@@ -205,7 +206,7 @@ class SongNet(nn.Module):
             logits = torch.cat([out, out.new_ones(*out.shape[:-1], 1)], dim=-1) @ weighted.T  # [B, T, K]
             explore = -F.cross_entropy(logits.flatten(0, 1), candidates.target_index.flatten(), reduction="none").view_as(targets)
         else:
-            logits = self.out(h) @ self.class_vectors().T + self.bias  # [B, T, C]
+            logits = F.linear(self.out(h), self.class_vectors(), self.bias)  # [B, T, C]; one fused GEMM with its bias
             explore = None
         if not self.cfg.copy:
             if targets is None:
@@ -229,10 +230,15 @@ class SongNet(nn.Module):
         g = self.gate(h)  # log-odds of exploring over copying
         log_explore, log_copy = F.logsigmoid(g), F.logsigmoid(-g)
         if targets is None:
+            # Only the classes in memory have copy mass: every other class's log-probability
+            # is exploring's alone, so the mixture is computed at the keys' classes only, not
+            # in passes over the whole [B, T, C] (most of scoring's time when C is large).
             index = x.cls.clamp(min=0)[:, None, :].expand(b, t, n_keys)
-            copy = torch.zeros_like(logits).scatter_add_(2, index, attn)
-            logp = torch.logaddexp(log_explore + F.log_softmax(logits, dim=-1), log_copy + copy.clamp(min=1e-12).log())
-            return logp, None
+            logp = F.log_softmax(logits, dim=-1).add_(log_explore)
+            copy = logits.zero_().scatter_add_(2, index, attn).gather(2, index)  # a class's mass, at each of its keys
+            explored = logp.gather(2, index)
+            mixed = torch.logaddexp(explored, log_copy + copy.clamp(min=1e-30).log())
+            return logp.scatter_(2, index, torch.where(copy > 0, mixed, explored)), None
         tgt = targets.clamp(min=0)
         if explore is None:
             explore = -F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), reduction="none").view_as(tgt)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
 
 from songnet_core.baselines import BASELINES, Markov, MostPopular, Repeat, SessionKNN
 from songnet_core.dataset import EncodedSequence, build_sequence, target_positions, time_split
@@ -80,6 +82,39 @@ def test_current_track_is_excluded_and_ties_fall_back_on_class_order() -> None:
     assert target_ranks(scores, np.array([0]), np.array([1]), candidates).tolist() == [1]
     # Without the exclusion class 0 would be second.
     assert target_ranks(scores, np.array([0]), np.array([-1]), candidates).tolist() == [2]
+
+
+def dense_target_ranks(scores: np.ndarray, targets: np.ndarray, current: np.ndarray, candidates: np.ndarray) -> list[int]:
+    """The rank's definition, one row and one column at a time."""
+    out = []
+    for row, t, cur in zip(scores, targets, current, strict=True):
+        if t < 0 or not candidates[t] or t == cur:
+            out.append(0)
+            continue
+        ahead = sum(
+            1 for j, v in enumerate(row)
+            if candidates[j] and j != cur and (v > row[t] or (v == row[t] and j < t))
+        )  # fmt: skip
+        out.append(1 + ahead)
+    return out
+
+
+@given(
+    st.integers(1, 6).flatmap(
+        lambda c: st.tuples(
+            st.lists(st.lists(st.sampled_from([-np.inf, 0.0, 1.0, 2.0, 2.5]), min_size=c, max_size=c), min_size=1, max_size=5),
+            st.lists(st.booleans(), min_size=c, max_size=c),
+            st.lists(st.tuples(st.integers(-1, c - 1), st.integers(-1, c - 1)), min_size=5, max_size=5),
+        )
+    )
+)
+def test_target_ranks_follow_the_definition_with_ties_and_exclusions(case: tuple) -> None:
+    rows, cands, pairs = case
+    scores = np.asarray(rows, dtype=np.float64)
+    candidates = np.asarray(cands, dtype=bool)
+    targets = np.asarray([p[0] for p in pairs[: len(rows)]], dtype=np.int64)
+    current = np.asarray([p[1] for p in pairs[: len(rows)]], dtype=np.int64)
+    assert target_ranks(scores, targets, current, candidates).tolist() == dense_target_ranks(scores, targets, current, candidates)
 
 
 def test_targets_never_seen_in_training_are_misses() -> None:
