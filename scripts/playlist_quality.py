@@ -17,6 +17,7 @@ context (hour, weekday) is the session's own start.
 
     .venv/bin/python scripts/playlist_quality.py                  # all eight, into docs/
     .venv/bin/python scripts/playlist_quality.py account-d extended-d --out /tmp/check
+    .venv/bin/python scripts/playlist_quality.py --on-validation --rerankers rules session@3 --out /tmp/choice
 
 Writes PLAYLIST_QUALITY.md and its raw figures, playlist_quality.json, side by side (R-precision,
 NDCG@20, distinct artists, 95 % bootstrap intervals over sessions), with the commit they come from.
@@ -42,6 +43,53 @@ SAMPLINGS = {
     "greedy": {"temperature": 0.0},
 }
 SCORERS = ("songnet", "model", "markov")
+# Rerankers fitted for playlists rather than for the next track (`--rerankers`, scorers
+# `songnet[<variant>]`), tried on validation against the shipped one (docs/experiments):
+# - `rules`: the fitting steps as the playlist rules see them: candidates the rules would ban
+#   at that step (already in the playlist, the current track's artist, an artist used up)
+#   are dropped, and steps whose target is one of them;
+# - `session@H`: every step's targets are the next H distinct tracks of the session that are
+#   not yet in it (where the session goes, which is what a playlist is judged on), each with
+#   an equal share of the step's likelihood.
+RERANKER_VARIANTS = ("rules", "session@3", "session@20")
+
+
+def variant_rerankers(
+    library: Any, validation_model: Any, positions: Any, weights: dict[str, float], variants: tuple[str, ...]
+) -> dict[str, Any]:
+    """The rerankers of `variants`, fitted on the fitting steps of the shipped one."""
+    import numpy as np
+
+    from songnet_core.blend import SCORERS as LISTS
+    from songnet_core.evaluate import candidate_row, fitting_steps
+    from songnet_core.generate import PlaylistRules, allowed_mask
+    from songnet_core.rerank import FitStep, fit_reranker
+
+    seq, artist_of = library.seq, library.artist_of
+    vocab = set(validation_model.track_ids.tolist())
+    rules, base = PlaylistRules(), artist_of >= 0
+    steps: dict[str, list[Any]] = {v: [] for v in variants}
+    for step in fitting_steps(library, validation_model, positions):
+        f, t = step.features, int(seq.track_ids[step.position])
+        target = candidate_row(f, t) if t in vocab and t != int(seq.track_ids[step.position - 1]) else -1
+        for v in variants:
+            if v == "rules":
+                allowed = allowed_mask(step.prefix, artist_of, rules, base)
+                keep = np.zeros(f.cands.size, dtype=bool)
+                known = f.cands < artist_of.size
+                keep[known] = allowed[f.cands[known]]
+                row = int(np.cumsum(keep)[target]) - 1 if target >= 0 and keep[target] else -1
+                steps[v].append(FitStep(f.x[keep], row))
+            else:
+                horizon = int(v.split("@")[1])
+                end = seq.session_bounds(step.session)[1]
+                seen = set(step.prefix)
+                later = [u for u in dict.fromkeys(seq.track_ids[step.position : end].tolist()) if u not in seen and u in vocab]
+                rows = [r for r in (candidate_row(f, u) for u in later[:horizon]) if r >= 0]
+                steps[v].append(FitStep(f.x, rows[0], tuple(rows[1:])) if rows else FitStep(f.x, -1))
+    return {v: fit_reranker(steps[v], LISTS, weights) for v in variants}
+
+
 
 
 def load_export(path: Path) -> tuple[list[Any], dict[int, Any]]:
@@ -53,7 +101,7 @@ def load_export(path: Path) -> tuple[list[Any], dict[int, Any]]:
 
 def measure_export(
     name: str, samplings: list[str], epochs: int | None, seed: int, *, on_validation: bool = False,
-    sharpness: tuple[float, ...] = (),
+    sharpness: tuple[float, ...] = (), rerankers: tuple[str, ...] = (),
 ) -> dict[str, Any]:  # fmt: skip
     from zoneinfo import ZoneInfo
 
@@ -91,17 +139,21 @@ def measure_export(
     weights = fitted.weights if fitted is not None else {"model": 1.0}
     reranker = fitted.reranker if fitted is not None else None
     variants = {f"songnet@{s:g}": s for s in sharpness} if reranker is not None else {}
+    positions = target_positions(seq, weights_first, n_train)
+    refitted = variant_rerankers(library, result.validation_model, positions, weights, rerankers) if rerankers else {}
 
     rules = PlaylistRules()  # the daemon's defaults
     out: dict[str, Any] = {
         "plays": len(listens), "test_sessions": seq.n_sessions - n_train,
         "val_hr@10": round(result.metrics.get("val_hr@10", float("nan")), 4), "train_seconds": round(train_s, 1),
         "songnet_weights": weights, "reranked": reranker is not None, "results": {},
+        **({"variant_reranked": {v: r is not None for v, r in refitted.items()}} if refitted else {}),
     }  # fmt: skip
     for sampling_name in samplings:
         sampling = Sampling(**SAMPLINGS[sampling_name])
         sharper = variants if sampling.temperature > 0 else {}  # greedy takes the top whatever the sharpness
-        per_scorer: dict[str, list[Any]] = {n: [] for n in (*SCORERS, *sharper)}
+        others = {f"songnet[{v}]": r for v, r in refitted.items()} if sampling.temperature > 0 else {}
+        per_scorer: dict[str, list[Any]] = {n: [] for n in (*SCORERS, *sharper, *others)}
         for s in range(n_train, seq.n_sessions):
             history = ListeningHistory.of(seq, s)
             context = GenerationContext.at(int(seq.end_ts[seq.session_bounds(s)[0]]), ZoneInfo("UTC"))
@@ -116,6 +168,10 @@ def measure_export(
             for variant, s_ in sharper.items():
                 assert isinstance(songnet, RerankedNextTrack)
                 scorers[variant] = songnet.with_sharpness(s_)
+            for variant, other in others.items():  # a variant too few steps could fit ranks with the fusion
+                scorers[variant] = songnet_scorer(
+                    result.model, history, weights, artist_of=library.artist_of, zone_name="UTC", reranker=other
+                )
             session = seq.track_ids[slice(*seq.session_bounds(s))].tolist()
             for scorer_name, scorer in scorers.items():
                 score = score_session(
@@ -234,6 +290,10 @@ def main() -> int:
         "--sharpness", type=float, nargs="*", default=[],
         help="also generate with the reranker at these sharpnesses (scorers songnet@S)",
     )  # fmt: skip
+    parser.add_argument(
+        "--rerankers", nargs="*", default=[], choices=RERANKER_VARIANTS,
+        help="also generate with rerankers fitted for playlists (scorers songnet[V]; see RERANKER_VARIANTS)",
+    )  # fmt: skip
     args = parser.parse_args()
     from service.logging import configure_logging
 
@@ -248,6 +308,7 @@ def main() -> int:
     started = time.monotonic()
     run: dict[str, Any] = {
         "commit": commit(), "seed": args.seed, "epochs": args.epochs, "on_validation": args.on_validation,
+        **({"rerankers": args.rerankers} if args.rerankers else {}),
     }  # fmt: skip
     figures: dict[str, Any] = {}
     out: Path = args.out
@@ -255,7 +316,8 @@ def main() -> int:
     for name in names:
         print(f"{name}: importing, training, generating…", file=sys.stderr, flush=True)
         figures[name] = measure_export(
-            name, samplings, args.epochs, args.seed, on_validation=args.on_validation, sharpness=tuple(args.sharpness)
+            name, samplings, args.epochs, args.seed, on_validation=args.on_validation, sharpness=tuple(args.sharpness),
+            rerankers=tuple(args.rerankers),
         )
         print(f"{name}: done in {figures[name]['seconds']:.0f} s", file=sys.stderr, flush=True)
         # Written after every export: a run of hours that is cut short keeps what it measured.

@@ -23,7 +23,7 @@ is made on the steps that tuned the other.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -68,6 +68,7 @@ from songnet_core.rerank import (
     PlayIndex,
     RerankedNextTrack,
     Reranker,
+    StepFeatures,
     fit_reranker,
     step_features,
 )
@@ -256,6 +257,58 @@ class FittedRanking:
         return out
 
 
+@dataclass(frozen=True)
+class FittingStep:
+    """One validation step as the generation ranker sees it: its session, its position (the
+    target is the track there), the playlist so far, every scorer's top list and the
+    candidates' features over them (`rerank.step_features` over `SCORERS`)."""
+
+    session: int
+    position: int
+    prefix: list[int]
+    lists: Mapping[str, npt.NDArray[np.int64]]
+    features: StepFeatures
+
+
+def fitting_steps(
+    library: RankingLibrary,
+    validation_model: LoadedModel,
+    positions: npt.NDArray[np.int64],
+    *,
+    progress: StepProgress | None = None,
+) -> Iterator[FittingStep]:
+    """The steps at `positions` (validation steps), session by session, from the lists and
+    features the generation ranker reads: the listener's history before each session."""
+    seq = library.seq
+    done = 0
+    for s, pos in _by_session(seq, positions):
+        history = library.history_before(s)
+        blended = blended_scorer(
+            model_scorer(validation_model, history, artist_of=library.artist_of, zone_name=library.zone), history,
+            dict.fromkeys(SCORERS, 1.0),
+        )  # fmt: skip
+        ctx = library.context(s)
+        start = seq.session_bounds(s)[0]
+        prefixes = [seq.track_ids[start:p].tolist() for p in pos.tolist()]
+        assert isinstance(blended.model, ModelNextTrack)
+        blended.model.prepare(prefixes, ctx)  # the session's LSTM steps in one pass
+        plays = history.play_index
+        assert plays is not None
+        for prefix, p in zip(prefixes, pos.tolist(), strict=True):
+            computed = blended.lists_and_model(prefix, ctx)
+            full = step_features(blended, SCORERS, plays, len(history.track_ids), library.artist_of, prefix, ctx, computed)
+            yield FittingStep(s, p, prefix, computed[0], full)
+        done += len(pos)
+        if progress is not None:
+            progress("fitting weights", done, len(positions))
+
+
+def candidate_row(features: StepFeatures, track: int) -> int:
+    """The row of `track` among a step's candidates, -1 if it is none of them."""
+    at = int(np.searchsorted(features.cands, track))
+    return at if at < features.cands.size and int(features.cands[at]) == track else -1
+
+
 def fit_songnet_weights(
     library: RankingLibrary,
     validation_model: LoadedModel,
@@ -274,38 +327,17 @@ def fit_songnet_weights(
     targets = np.full(len(positions), -1, dtype=np.int64)
     full_steps: list[FitStep] = []
     base_steps: list[FitStep] = []
-    row = 0
-    for s, pos in _by_session(seq, positions):
-        history = library.history_before(s)
-        blended = blended_scorer(
-            model_scorer(validation_model, history, artist_of=library.artist_of, zone_name=library.zone), history,
-            dict.fromkeys(SCORERS, 1.0),
-        )  # fmt: skip
-        ctx = library.context(s)
-        start = seq.session_bounds(s)[0]
-        prefixes = [seq.track_ids[start:p].tolist() for p in pos.tolist()]
-        assert isinstance(blended.model, ModelNextTrack)
-        blended.model.prepare(prefixes, ctx)  # the session's LSTM steps in one pass
-        plays = history.play_index
-        assert plays is not None
-        for prefix, p in zip(prefixes, pos.tolist(), strict=True):
-            computed = blended.lists_and_model(prefix, ctx)
-            lists = computed[0]
-            for j, name in enumerate(SCORERS):
-                got = lists[name][:TOP]
-                ids[row, j, : got.size] = got
-                # Short lists (tiny libraries) padded with ids no target has.
-                ids[row, j, got.size :] = -2 - np.arange(TOP - got.size)
-            t = int(seq.track_ids[p])
-            targets[row] = t if t in vocab and t != int(seq.track_ids[p - 1]) else -1
-            full = step_features(blended, SCORERS, plays, len(history.track_ids), library.artist_of, prefix, ctx, computed)
-            for f, steps in ((full, full_steps), (full.restricted(SCORERS, SCORERS[1:]), base_steps)):
-                at = int(np.searchsorted(f.cands, t))
-                hit = targets[row] >= 0 and at < f.cands.size and int(f.cands[at]) == t
-                steps.append(FitStep(f.x, at if hit else -1))
-            row += 1
-        if progress is not None:
-            progress("fitting weights", row, len(positions))
+    for row, step in enumerate(fitting_steps(library, validation_model, positions, progress=progress)):
+        for j, name in enumerate(SCORERS):
+            got = step.lists[name][:TOP]
+            ids[row, j, : got.size] = got
+            # Short lists (tiny libraries) padded with ids no target has.
+            ids[row, j, got.size :] = -2 - np.arange(TOP - got.size)
+        t = int(seq.track_ids[step.position])
+        targets[row] = t if t in vocab and t != int(seq.track_ids[step.position - 1]) else -1
+        full = step.features
+        for f, steps in ((full, full_steps), (full.restricted(SCORERS, SCORERS[1:]), base_steps)):
+            steps.append(FitStep(f.x, candidate_row(f, t) if targets[row] >= 0 else -1))
     weights = fit_weights(TopLists(SCORERS, ids, targets, {}))
     fusion = {"model": 0.0, **fit_weights(TopLists(SCORERS[1:], ids[:, 1:], targets, {}))}
     return FittedRanking(
@@ -441,6 +473,7 @@ def evaluate_listens(
 
 
 __all__ = [
-    "METRICS", "EvaluationReport", "FittedRanking", "ProtocolSplit", "RankingLibrary", "baseline_scorers", "evaluate_listens",
-    "evaluation_train_config", "features_before", "fit_songnet_weights", "protocol_split", "protocol_training_data", "songnet_ranks",
+    "METRICS", "EvaluationReport", "FittedRanking", "FittingStep", "ProtocolSplit", "RankingLibrary", "baseline_scorers",
+    "candidate_row", "evaluate_listens", "evaluation_train_config", "features_before", "fit_songnet_weights", "fitting_steps",
+    "protocol_split", "protocol_training_data", "songnet_ranks",
 ]  # fmt: skip

@@ -217,10 +217,13 @@ class RerankedNextTrack:
 
 @dataclass(frozen=True)
 class FitStep:
-    """A fitting step: the candidates' feature rows and the target's row."""
+    """A fitting step: the candidates' feature rows and the target's row (-1: the target is
+    no candidate). `also`: further rows that count as targets with it, each with the same
+    share of the step's likelihood (the step's loss is the mean of their cross-entropies)."""
 
     x: F64
     target: int
+    also: tuple[int, ...] = ()
 
 
 def _segment_softmax(s: F64, starts: IntArray) -> F64:
@@ -231,30 +234,31 @@ def _segment_softmax(s: F64, starts: IntArray) -> F64:
     return out
 
 
-def _loss(x: F64, starts: IntArray, tgt: IntArray, w: F64, w0: F64, l2: float) -> float:
+def _loss(x: F64, starts: IntArray, xt: F64, w: F64, w0: F64, l2: float) -> float:
     s = x @ w
     mx = np.maximum.reduceat(s, starts)
     sizes = np.diff(np.append(starts, s.size))
     lse = np.log(np.add.reduceat(np.exp(s - np.repeat(mx, sizes)), starts)) + mx
-    return float((lse - s[tgt]).mean() + l2 * ((w - w0) ** 2).sum())
+    return float((lse - xt @ w).mean() + l2 * ((w - w0) ** 2).sum())
 
 
-def _newton(x: F64, starts: IntArray, tgt: IntArray, w0: F64, l2: float) -> F64:
-    """Minimise the mean listwise softmax cross-entropy + l2 * |w - w0|^2 (convex)."""
+def _newton(x: F64, starts: IntArray, xt: F64, w0: F64, l2: float) -> F64:
+    """Minimise the mean listwise softmax cross-entropy + l2 * |w - w0|^2 (convex); `xt` is
+    each step's target row (the mean of its targets' rows: the loss is linear in it)."""
     n = starts.size
     w = w0.copy()
-    loss = _loss(x, starts, tgt, w, w0, l2)
+    loss = _loss(x, starts, xt, w, w0, l2)
     for _ in range(NEWTON_STEPS):
         p = _segment_softmax(x @ w, starts)
         xp = x * p[:, None]
         m = np.add.reduceat(xp, starts, axis=0)  # [steps, F]: each step's expected features
-        grad = (m.sum(axis=0) - x[tgt].sum(axis=0)) / n + 2 * l2 * (w - w0)
+        grad = (m.sum(axis=0) - xt.sum(axis=0)) / n + 2 * l2 * (w - w0)
         hess = (xp.T @ x - m.T @ m) / n + (2 * l2 + 1e-9) * np.eye(w.size)
         step = np.linalg.solve(hess, grad)
         t = 1.0
         while t > 1e-4:
             cand = w - t * step
-            new = _loss(x, starts, tgt, cand, w0, l2)
+            new = _loss(x, starts, xt, cand, w0, l2)
             if new <= loss:
                 break
             t /= 2
@@ -278,11 +282,14 @@ def fit_reranker(steps: Sequence[FitStep], lists: Sequence[str], fusion_weights:
     x = np.vstack([s.x for s in usable])
     sizes = np.asarray([len(s.x) for s in usable], dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-    tgt = starts + np.asarray([s.target for s in usable], dtype=np.int64)
     mean, std = x.mean(axis=0), x.std(axis=0)
     live = std > 1e-9  # a constant feature says nothing (and its weight would be unbounded)
     xs = np.zeros_like(x)
     xs[:, live] = (x[:, live] - mean[live]) / std[live]
+    if any(s.also for s in usable):
+        xt = np.vstack([xs[a + np.asarray((s.target, *s.also))].mean(axis=0) for a, s in zip(starts, usable, strict=True)])
+    else:
+        xt = xs[starts + np.asarray([s.target for s in usable], dtype=np.int64)]
     # The fusion's weighting in standardised units, scaled by the factor that fits best.
     prior = np.zeros(len(columns))
     for j, s in enumerate(lists):
@@ -290,9 +297,9 @@ def fit_reranker(steps: Sequence[FitStep], lists: Sequence[str], fusion_weights:
     direction = prior * std * live
     w0 = np.zeros(len(columns))
     if direction.any():
-        alpha = _newton(xs @ direction[:, None], starts, tgt, np.zeros(1), 0.0)
+        alpha = _newton(xs @ direction[:, None], starts, xt @ direction[:, None], np.zeros(1), 0.0)
         w0 = float(alpha[0]) * direction
-    w = _newton(xs, starts, tgt, w0, l2)
+    w = _newton(xs, starts, xt, w0, l2)
     raw = np.where(live, w / np.where(live, std, 1.0), 0.0)
     return Reranker(tuple(lists), dict(zip(columns, raw.tolist(), strict=True)))
 

@@ -110,6 +110,24 @@ def test_with_little_evidence_the_fit_stays_near_the_fusion() -> None:
     assert unpulled is not None and unpulled.weights["markov_rr"] < fitted.weights["markov_rr"]
 
 
+def test_a_step_with_several_targets_shares_its_likelihood_among_them() -> None:
+    rng = np.random.default_rng(3)
+    follows = 3 * 4 + CANDIDATE_FEATURES.index("log_follows")
+    plays = 3 * 4 + CANDIDATE_FEATURES.index("log_plays")
+    even = dict.fromkeys(SCORERS[1:], 0.25)
+    steps = _steps(rng, 300, follows, noise=0.05)
+    alone = fit_reranker(steps, SCORERS[1:], even)
+    # The target named again among the others changes nothing: the mean of equal losses.
+    again = fit_reranker([FitStep(s.x, s.target, (s.target,)) for s in steps], SCORERS[1:], even)
+    assert alone is not None and again is not None
+    assert np.allclose(alone.vector(), again.vector())
+    # A second target, the candidate highest on another feature, makes that feature count.
+    both = fit_reranker([FitStep(s.x, s.target, (int(np.argmax(s.x[:, plays])),)) for s in steps], SCORERS[1:], even)
+    assert both is not None
+    assert both.weights["log_plays"] > 0.5 * both.weights["log_follows"] > 0
+    assert abs(alone.weights["log_plays"]) < 0.2 * alone.weights["log_follows"]
+
+
 def test_too_few_steps_with_their_target_among_the_candidates_fit_no_reranker() -> None:
     rng = np.random.default_rng(2)
     steps = _steps(rng, MIN_FIT_STEPS - 1, 0, noise=0.0)
