@@ -54,16 +54,13 @@ SCORERS = ("songnet", "model", "markov")
 RERANKER_VARIANTS = ("rules", "session@3", "session@20")
 
 
-def variant_rerankers(
-    library: Any, validation_model: Any, positions: Any, weights: dict[str, float], variants: tuple[str, ...]
-) -> dict[str, Any]:
-    """The rerankers of `variants`, fitted on the fitting steps of the shipped one."""
+def variant_steps(library: Any, validation_model: Any, positions: Any, variants: tuple[str, ...]) -> dict[str, list[Any]]:
+    """Each variant's fitting steps, from the fitting steps of the shipped reranker."""
     import numpy as np
 
-    from songnet_core.blend import SCORERS as LISTS
     from songnet_core.evaluate import candidate_row, fitting_steps
     from songnet_core.generate import PlaylistRules, allowed_mask
-    from songnet_core.rerank import FitStep, fit_reranker
+    from songnet_core.rerank import FitStep
 
     seq, artist_of = library.seq, library.artist_of
     vocab = set(validation_model.track_ids.tolist())
@@ -87,9 +84,18 @@ def variant_rerankers(
                 later = [u for u in dict.fromkeys(seq.track_ids[step.position : end].tolist()) if u not in seen and u in vocab]
                 rows = [r for r in (candidate_row(f, u) for u in later[:horizon]) if r >= 0]
                 steps[v].append(FitStep(f.x, rows[0], tuple(rows[1:])) if rows else FitStep(f.x, -1))
+    return steps
+
+
+def variant_rerankers(
+    library: Any, validation_model: Any, positions: Any, weights: dict[str, float], variants: tuple[str, ...]
+) -> dict[str, Any]:
+    """The rerankers of `variants`, each fitted on its steps, pulled towards `weights`' fusion."""
+    from songnet_core.blend import SCORERS as LISTS
+    from songnet_core.rerank import fit_reranker
+
+    steps = variant_steps(library, validation_model, positions, variants)
     return {v: fit_reranker(steps[v], LISTS, weights) for v in variants}
-
-
 
 
 def load_export(path: Path) -> tuple[list[Any], dict[int, Any]]:
