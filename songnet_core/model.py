@@ -134,6 +134,22 @@ def bucket_bias(table: nn.Embedding, index: Tensor) -> Tensor:
     return out
 
 
+def mix_copy(explore: Tensor, index: Tensor, attn: Tensor, log_copy: Tensor, *, scratch: Tensor | None = None) -> Tensor:
+    """The mixture's log-probabilities [..., C], in place over `explore` (exploring's, its
+    log-weight included): the copy expert's `attn` over keys of classes `index` ([..., K]),
+    weighted by `log_copy`. Only the keys' classes have copy mass; every other class keeps
+    exploring's value, so the mixture is computed at K entries per row, not in passes over
+    all C (most of scoring's time when C is large). Scoring and the stepper both mix here,
+    so they give the same numbers to the bit. `scratch`: a tensor like `explore` to reuse."""
+    buf = scratch.zero_() if scratch is not None else torch.zeros_like(explore)
+    mass = buf.scatter_add_(-1, index, attn).gather(-1, index)  # a class's mass, at each of its keys
+    explored = explore.gather(-1, index)
+    # In float64, rounded once: the vector kernels' last bits depend on where a row falls
+    # among the lanes, which differs between scoring's many rows and the stepper's one.
+    mixed = torch.logaddexp(explored.double(), log_copy.double() + mass.double().clamp(min=1e-300).log()).float()
+    return explore.scatter_(-1, index, torch.where(mass > 0, mixed, explored))
+
+
 class SongNet(nn.Module):
     def __init__(self, cfg: ModelConfig, class_own: Tensor, class_artist: Tensor, track_features: Tensor | None = None) -> None:
         super().__init__()
@@ -206,7 +222,9 @@ class SongNet(nn.Module):
             logits = torch.cat([out, out.new_ones(*out.shape[:-1], 1)], dim=-1) @ weighted.T  # [B, T, K]
             explore = -F.cross_entropy(logits.flatten(0, 1), candidates.target_index.flatten(), reduction="none").view_as(targets)
         else:
-            logits = F.linear(self.out(h), self.class_vectors(), self.bias)  # [B, T, C]; one fused GEMM with its bias
+            # Not F.linear (a third faster here): its GEMM with the bias gives other last bits
+            # for a window's last rows alone, and the stepper must match scoring to the bit.
+            logits = self.out(h) @ self.class_vectors().T + self.bias  # [B, T, C]
             explore = None
         if not self.cfg.copy:
             if targets is None:
@@ -230,15 +248,8 @@ class SongNet(nn.Module):
         g = self.gate(h)  # log-odds of exploring over copying
         log_explore, log_copy = F.logsigmoid(g), F.logsigmoid(-g)
         if targets is None:
-            # Only the classes in memory have copy mass: every other class's log-probability
-            # is exploring's alone, so the mixture is computed at the keys' classes only, not
-            # in passes over the whole [B, T, C] (most of scoring's time when C is large).
             index = x.cls.clamp(min=0)[:, None, :].expand(b, t, n_keys)
-            logp = F.log_softmax(logits, dim=-1).add_(log_explore)
-            copy = logits.zero_().scatter_add_(2, index, attn).gather(2, index)  # a class's mass, at each of its keys
-            explored = logp.gather(2, index)
-            mixed = torch.logaddexp(explored, log_copy + copy.clamp(min=1e-30).log())
-            return logp.scatter_(2, index, torch.where(copy > 0, mixed, explored)), None
+            return mix_copy(F.log_softmax(logits, dim=-1).add_(log_explore), index, attn, log_copy, scratch=logits), None
         tgt = targets.clamp(min=0)
         if explore is None:
             explore = -F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), reduction="none").view_as(tgt)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from songnet_core.dataset import FloatArray, context_features
-from songnet_core.model import SESSION_GAP_S, TYPICAL_PLAY_MS, LoadedModel, PlayContext
+from songnet_core.model import SESSION_GAP_S, TYPICAL_PLAY_MS, LoadedModel, PlayContext, mix_copy
 
 # Past the window, the rows of the window's last steps that the products with every class run
 # over (`ModelStepper._past_window`): enough that the BLAS takes the kernel it takes for a
@@ -158,10 +158,7 @@ class ModelStepper:
             g = net.gate(h)[:, -1:]
             log_explore, log_copy = F.logsigmoid(g), F.logsigmoid(-g)
             index = x.cls.clamp(min=0)[:, None, :]
-            copy = torch.zeros_like(logits).scatter_add_(2, index, attn)
-            logp = torch.logaddexp(
-                log_explore + F.log_softmax(logits, dim=-1), log_copy + copy.clamp(min=1e-12).log()
-            )
+            logp = mix_copy(F.log_softmax(logits, dim=-1).add_(log_explore), index, attn, log_copy)
             return np.asarray(logp[0, -1].numpy().astype(np.float32), dtype=np.float32)
 
     def _feed(self, track: int, artist: int, end: int | None, prev_end: int | None, *, first: bool = False) -> None:
@@ -217,15 +214,10 @@ class ModelStepper:
         attn = torch.softmax(att.masked_fill(cls < 0, float("-inf")), dim=-1).nan_to_num(0.0)
         g = net.gate(h)
         log_explore, log_copy_w = F.logsigmoid(g), F.logsigmoid(-g)
-        logp = log_explore + F.log_softmax(logits, dim=-1)
-        # The copy expert's mass sits on the few classes of the history. (The forward pass
-        # also gives every other class a floor of 1e-12 copy mass; leaving it out changes no
-        # probability by more than 1e-12.)
-        known = cls >= 0
+        logp = F.log_softmax(logits, dim=-1).add_(log_explore)
+        known = cls >= 0  # the copy expert's mass sits on the few classes of the history
         if bool(known.any()):
-            where, inverse = torch.unique(cls[known], return_inverse=True)
-            mass = torch.zeros(where.numel()).scatter_add_(0, inverse, attn[known])
-            logp[where] = torch.logaddexp(logp[where], log_copy_w + mass.clamp(min=1e-12).log())
+            logp = mix_copy(logp, cls[known], attn[known], log_copy_w)
         return np.asarray(logp.numpy(), dtype=np.float32)
 
     def prefix_scores(
@@ -303,14 +295,8 @@ class ModelStepper:
             attn = torch.softmax(att.masked_fill(~allowed, float("-inf")), dim=-1).nan_to_num(0.0)
             g = net.gate(h)
             log_explore, log_copy = F.logsigmoid(g), F.logsigmoid(-g)
-            base = log_explore + F.log_softmax(logits, dim=-1)
             index = cls_t.clamp(min=0)[None, :].expand(len(lengths), n)
-            mass = torch.zeros_like(logits).scatter_add_(1, index, attn * allowed)
-            copied = torch.logaddexp(base, log_copy + mass.clamp(min=1e-12).log())
-            # Inside the window only the history's classes take copy mass (as `_scores`).
-            held = torch.zeros_like(logits).scatter_add_(1, index, allowed.float()) > 0
-            inside_row = (length[:, 0] <= window)[:, None]
-            logp = torch.where(inside_row & ~held, base, copied)
+            logp = mix_copy(F.log_softmax(logits, dim=-1).add_(log_explore), index, attn * allowed, log_copy, scratch=logits)
             out_np = np.asarray(logp.numpy(), dtype=np.float32)
         return [out_np[r] for r in range(len(lengths))]
 
